@@ -1,0 +1,215 @@
+//! A figment provider for IPA's kernel command-line parameters.
+//!
+//! `/proc/cmdline` is split on whitespace into `key=value` pairs. `ipa-<name>` maps to the option
+//! `<name>` with dashes turned into underscores (plus a few historical exceptions and plugin
+//! aliases such as `ipa-amqp-url` → `amqp.url`); `BOOTIF` and `boot_method` are taken as is.
+//! Values are typed from the option's default (bools accept `1/0/true/false/...`). Unknown `ipa-*`
+//! parameters are logged once and ignored.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use figment::value::{Dict, Map, Value};
+use figment::{Error, Metadata, Profile, Provider};
+
+use super::AgentConfig;
+
+/// Parse a kernel command line into ordered `(key, value)` pairs. A bare word gets an empty
+/// value; quoted values (`k="a b"`) keep their spaces.
+pub fn parse_cmdline(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut tokens = Vec::new();
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    tokens.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        tokens.push(cur);
+    }
+    for t in tokens {
+        match t.split_once('=') {
+            Some((k, v)) => out.push((k.to_string(), v.to_string())),
+            None => out.push((t, String::new())),
+        }
+    }
+    out
+}
+
+/// Historical names whose option differs from the dashed parameter name.
+const EXCEPTIONS: &[(&str, &str)] = &[("ipa-ip-lookup-timeout", "ip_lookup_sleep")];
+
+/// Non-`ipa-` parameters the agent reads.
+const PLAIN: &[(&str, &str)] = &[("BOOTIF", "bootif"), ("boot_method", "boot_method")];
+
+static WARNED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The provider.
+#[derive(Debug, Clone)]
+pub struct KernelCmdline {
+    source: PathBuf,
+    params: Vec<(String, String)>,
+    aliases: Vec<(String, String)>,
+}
+
+impl KernelCmdline {
+    /// Read from `path` (a missing file gives an empty provider).
+    pub fn from_file(path: &Path, aliases: &[(String, String)]) -> Self {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        Self { source: path.to_path_buf(), params: parse_cmdline(&text), aliases: aliases.to_vec() }
+    }
+
+    /// From a string (tests).
+    pub fn from_str(text: &str, aliases: &[(String, String)]) -> Self {
+        Self { source: "<string>".into(), params: parse_cmdline(text), aliases: aliases.to_vec() }
+    }
+
+    /// Map a parameter name to a dotted option key, or `None` if it is not ours.
+    fn key_for(&self, param: &str, core_keys: &std::collections::BTreeSet<String>) -> Option<String> {
+        if let Some((_, k)) = PLAIN.iter().find(|(p, _)| *p == param) {
+            return Some((*k).to_string());
+        }
+        if let Some((_, k)) = self.aliases.iter().find(|(p, _)| p == param) {
+            return Some(k.clone());
+        }
+        if let Some((_, k)) = EXCEPTIONS.iter().find(|(p, _)| *p == param) {
+            return Some((*k).to_string());
+        }
+        let name = param.strip_prefix("ipa-")?.replace('-', "_");
+        core_keys.contains(&name).then_some(name)
+    }
+
+    /// The parsed `(option key, raw value)` pairs this provider contributes.
+    pub fn options(&self) -> Vec<(String, String)> {
+        let core_keys = AgentConfig::keys();
+        let mut out = Vec::new();
+        for (k, v) in &self.params {
+            match self.key_for(k, &core_keys) {
+                Some(key) => out.push((key, v.clone())),
+                None if k.starts_with("ipa-") => {
+                    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+                    if !warned.contains(k) {
+                        tracing::warn!(parameter = %k, "unknown ipa-* kernel parameter ignored");
+                        warned.push(k.clone());
+                    }
+                }
+                None => {}
+            }
+        }
+        out
+    }
+}
+
+fn typed(raw: &str, template: Option<&serde_json::Value>) -> Value {
+    use serde_json::Value as J;
+    match template {
+        Some(J::Bool(_)) => match super::parse_bool(raw) {
+            Some(b) => Value::from(b),
+            None => Value::from(raw.to_string()),
+        },
+        Some(J::Number(n)) if n.is_f64() => {
+            raw.parse::<f64>().map(Value::from).unwrap_or_else(|_| Value::from(raw.to_string()))
+        }
+        Some(J::Number(_)) => {
+            raw.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::from(raw.to_string()))
+        }
+        // Strings, paths and unset options stay strings: `ipa-agent-token=123` must not become
+        // a number.
+        _ => Value::from(raw.to_string()),
+    }
+}
+
+fn insert_path(dict: &mut BTreeMap<String, Value>, parts: &[&str], leaf: String, value: Value) {
+    match parts.split_first() {
+        None => {
+            dict.insert(leaf, value);
+        }
+        Some((first, rest)) => {
+            let entry =
+                dict.entry((*first).to_string()).or_insert_with(|| Value::from(Dict::new()));
+            if let Value::Dict(_, d) = entry {
+                insert_path(d, rest, leaf, value);
+            }
+        }
+    }
+}
+
+impl Provider for KernelCmdline {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("kernel command line ({})", self.source.display()))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, Error> {
+        let defaults = serde_json::to_value(AgentConfig::default()).unwrap_or_default();
+        let mut root: BTreeMap<String, Value> = BTreeMap::new();
+        for (key, raw) in self.options() {
+            let mut parts: Vec<&str> = key.split('.').collect();
+            let leaf = parts.pop().unwrap_or_default().to_string();
+            let template = if parts.is_empty() { defaults.get(&leaf) } else { None };
+            let value = if parts.is_empty() {
+                typed(&raw, template)
+            } else {
+                // Plugin options: let figment's own string parsing type them (1 → number,
+                // true → bool); plugins use the lenient deserializers for flags.
+                raw.parse::<Value>().unwrap_or_else(|_| Value::from(raw.clone()))
+            };
+            insert_path(&mut root, &parts, leaf, value);
+        }
+        let dict: Dict = root.into_iter().collect();
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pairs_bare_words_and_quotes() {
+        let p = parse_cmdline("BOOT_IMAGE=/vmlinuz ro quiet ipa-api-url=http://x:6385 k=\"a b\"\n");
+        assert_eq!(
+            p,
+            vec![
+                ("BOOT_IMAGE".into(), "/vmlinuz".into()),
+                ("ro".into(), "".into()),
+                ("quiet".into(), "".into()),
+                ("ipa-api-url".into(), "http://x:6385".into()),
+                ("k".into(), "a b".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn maps_ipa_parameters_exceptions_plain_and_aliases() {
+        let k = KernelCmdline::from_str(
+            "ipa-api-url=http://x ipa-ip-lookup-timeout=3 BOOTIF=01-aa ipa-zmq-endpoint=tcp://c ipa-nope=1 ipa-insecure=1",
+            &[("ipa-zmq-endpoint".into(), "zmq.endpoint".into())],
+        );
+        let opts = k.options();
+        assert!(opts.contains(&("api_url".into(), "http://x".into())));
+        assert!(opts.contains(&("ip_lookup_sleep".into(), "3".into())));
+        assert!(opts.contains(&("bootif".into(), "01-aa".into())));
+        assert!(opts.contains(&("zmq.endpoint".into(), "tcp://c".into())));
+        assert!(opts.contains(&("insecure".into(), "1".into())));
+        assert!(!opts.iter().any(|(k, _)| k.contains("nope")));
+    }
+
+    #[test]
+    fn numeric_looking_token_stays_a_string() {
+        let fig = figment::Figment::from(figment::providers::Serialized::defaults(
+            AgentConfig::default(),
+        ))
+        .merge(KernelCmdline::from_str("ipa-agent-token=12345678901234567890", &[]));
+        let c: AgentConfig = fig.extract().unwrap();
+        assert_eq!(c.agent_token.as_deref(), Some("12345678901234567890"));
+    }
+}

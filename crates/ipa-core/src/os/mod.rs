@@ -1,0 +1,10 @@
+//! OS seams: external commands and power actions, each a narrow trait with a real
+//! implementation and a hand-written fake side by side (no mocking framework).
+
+mod command;
+mod power;
+
+pub use command::{
+    CommandRunner, ExecError, ExecOutput, ExecRequest, FakeResponse, FakeRunner, SystemRunner,
+};
+pub use power::{PowerAction, PowerController, PowerRecord, RecordingPower, SystemPower};
