@@ -167,17 +167,16 @@ impl CommandSpec {
     /// Python's argument binding: unknown or missing keywords are a `TypeError` whose text is the
     /// one CPython prints for `ExtensionClass.command()`.
     pub fn bind(&self, extension_class: &str, params: &Params) -> Result<(), AgentError> {
-        if !self.accepts_extra {
-            if let Some(unknown) =
+        if !self.accepts_extra
+            && let Some(unknown) =
                 params.keys().find(|k| !self.params.iter().any(|p| p.name == k.as_str()))
-            {
-                return Err(AgentError::TypeError {
-                    details: format!(
-                        "{extension_class}.{}() got an unexpected keyword argument '{unknown}'",
-                        self.name
-                    ),
-                });
-            }
+        {
+            return Err(AgentError::TypeError {
+                details: format!(
+                    "{extension_class}.{}() got an unexpected keyword argument '{unknown}'",
+                    self.name
+                ),
+            });
         }
         let missing: Vec<_> = self
             .params

@@ -157,10 +157,10 @@ impl ExtensionSet {
         let outcome = run_guarded(ext, cmd.to_string(), request.params.clone(), ctx).await;
         match spec.mode {
             CommandMode::Sync => {
-                if let Err(e) = &outcome {
-                    if e.is_invalid_content() {
-                        return Err(e.clone());
-                    }
+                if let Err(e) = &outcome
+                    && e.is_invalid_content()
+                {
+                    return Err(e.clone());
                 }
                 finish_sync(&mut result, outcome)
             }
@@ -337,8 +337,7 @@ impl Dispatcher for CommandDispatcher {
 
         let (ext_name, cmd) = request.split_name()?;
         let (ext_name, cmd) = (ext_name.to_string(), cmd.to_string());
-        if let Some(running) =
-            self.history.lock().unwrap_or_else(|p| p.into_inner()).last_running()
+        if let Some(running) = self.history.lock().unwrap_or_else(|p| p.into_inner()).last_running()
         {
             return Err(AgentError::AgentIsBusy { command: running });
         }
@@ -357,10 +356,10 @@ impl Dispatcher for CommandDispatcher {
         match spec.mode {
             CommandMode::Sync => {
                 let outcome = run_guarded(ext, cmd.clone(), request.params.clone(), ctx).await;
-                if let Err(e) = &outcome {
-                    if e.is_invalid_content() {
-                        return Err(e.clone());
-                    }
+                if let Err(e) = &outcome
+                    && e.is_invalid_content()
+                {
+                    return Err(e.clone());
                 }
                 finish_sync(&mut result, outcome);
                 Ok(self.record_final(result, &request, CommandMode::Sync))
@@ -489,13 +488,18 @@ mod tests {
                 "internal" => Err(AgentError::internal("OSError", "disk on fire")),
                 "bad_params" => Err(AgentError::invalid_params("nope")),
                 "slow" => {
-                    ctx.progress(crate::events::Progress { phase: "wait".into(), ..Default::default() });
+                    ctx.progress(crate::events::Progress {
+                        phase: "wait".into(),
+                        ..Default::default()
+                    });
                     let _p = self.gate.acquire().await.expect("gate");
                     Ok(params.get("value").cloned().unwrap_or(json!("done")))
                 }
                 "fails" => Err(AgentError::internal("ValueError", "bad thing")),
                 "panics" => panic!("kaboom"),
-                "mismatch" => Err(AgentError::VersionMismatch { current: "{}".into(), ironic: "{}".into() }),
+                "mismatch" => {
+                    Err(AgentError::VersionMismatch { current: "{}".into(), ironic: "{}".into() })
+                }
                 _ => Ok(json!("strict ok")),
             }
         }
@@ -503,9 +507,16 @@ mod tests {
 
     fn dispatcher() -> (CommandDispatcher, Arc<Semaphore>, TokenStore) {
         let gate = Arc::new(Semaphore::new(0));
-        let set = Arc::new(ExtensionSet::new([Arc::new(TestExt { gate: gate.clone() }) as SharedExtension]));
+        let set = Arc::new(ExtensionSet::new([
+            Arc::new(TestExt { gate: gate.clone() }) as SharedExtension
+        ]));
         let token = TokenStore::new(Some("tok".into()));
-        let d = CommandDispatcher::new(set, EventBus::default(), token.clone(), StatusInfo::new("13.0.0"));
+        let d = CommandDispatcher::new(
+            set,
+            EventBus::default(),
+            token.clone(),
+            StatusInfo::new("13.0.0"),
+        );
         (d, gate, token)
     }
 

@@ -64,7 +64,9 @@ pub enum AgentError {
     #[error("Agent is busy: executing command {command}")]
     AgentIsBusy { command: String },
     /// `ContainerNotPermittedError` (500).
-    #[error("Container image not permitted: Container image {url} is not in [container]allowed_containers and [container]allow_arbitrary_containers is not enabled.")]
+    #[error(
+        "Container image not permitted: Container image {url} is not in [container]allowed_containers and [container]allow_arbitrary_containers is not enabled."
+    )]
     ContainerNotPermitted { url: String },
     /// `IronicAPIError` (500).
     #[error("Error in call to ironic-api: {details}")]
@@ -76,7 +78,9 @@ pub enum AgentError {
     #[error("ConflictError heartbeating to agent API: {details}")]
     HeartbeatConflict { details: String },
     /// `HeartbeatConnectionError` (500).
-    #[error("Error attempting to heartbeat - Possible transitory network failure or blocking port may be present.: {details}")]
+    #[error(
+        "Error attempting to heartbeat - Possible transitory network failure or blocking port may be present.: {details}"
+    )]
     HeartbeatConnection { details: String },
     /// `LookupNodeError` (500).
     #[error("Error getting configuration from Ironic: {details}")]
@@ -101,7 +105,9 @@ pub enum AgentError {
     #[error("Error verifying image checksum: {}", checksum_details(.image_id, .location, .expected, .actual))]
     ImageChecksum { image_id: String, location: String, expected: String, actual: String },
     /// `ImageWriteError` (500).
-    #[error("Error writing image to device: Writing image to device {device} failed with exit code {exit_code}. stdout: {stdout}. stderr: {stderr}")]
+    #[error(
+        "Error writing image to device: Writing image to device {device} failed with exit code {exit_code}. stdout: {stdout}. stderr: {stderr}"
+    )]
     ImageWrite { device: String, exit_code: i32, stdout: String, stderr: String },
     /// `SystemRebootError` (500).
     #[error("Error rebooting system: {details}")]
@@ -137,7 +143,9 @@ pub enum AgentError {
     #[error("HardwareManager method is not compatible with hardware: {details}")]
     IncompatibleHardwareMethod { details: String },
     /// `VersionMismatch` (409): Ironic's cached `hardware_manager_version` differs from ours.
-    #[error("Hardware managers version mismatch, reload agent with correct version: Current versions: {current}, versions used by ironic: {ironic}")]
+    #[error(
+        "Hardware managers version mismatch, reload agent with correct version: Current versions: {current}, versions used by ironic: {ironic}"
+    )]
     VersionMismatch { current: String, ironic: String },
     /// `CleaningError` (500).
     #[error("Clean step failed: {details}")]
@@ -450,8 +458,7 @@ pub fn python_repr(v: &serde_json::Value) -> String {
         Value::String(s) => {
             let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
             let escaped = s.replace('\\', "\\\\");
-            let escaped =
-                if quote == '\'' { escaped.replace('\'', "\\'") } else { escaped };
+            let escaped = if quote == '\'' { escaped.replace('\'', "\\'") } else { escaped };
             format!("{quote}{escaped}{quote}")
         }
         Value::Array(a) => {
@@ -460,7 +467,11 @@ pub fn python_repr(v: &serde_json::Value) -> String {
         Value::Object(o) => format!(
             "{{{}}}",
             o.iter()
-                .map(|(k, v)| format!("{}: {}", python_repr(&Value::String(k.clone())), python_repr(v)))
+                .map(|(k, v)| format!(
+                    "{}: {}",
+                    python_repr(&Value::String(k.clone())),
+                    python_repr(v)
+                ))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),

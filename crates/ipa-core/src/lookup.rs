@@ -92,10 +92,14 @@ pub fn process_lookup_data(
         if let Some(c) = config.get("agent_containers").filter(|c| c.is_object()) {
             s.agent_containers = Some(c.clone());
         }
-        if let Some(v) = config.get("tls_min_version").and_then(Value::as_str).filter(|v| !v.is_empty()) {
+        if let Some(v) =
+            config.get("tls_min_version").and_then(Value::as_str).filter(|v| !v.is_empty())
+        {
             s.tls_min_version = Some(v.to_string());
         }
-        if let Some(v) = config.get("tls_cipher_suites").and_then(Value::as_str).filter(|v| !v.is_empty()) {
+        if let Some(v) =
+            config.get("tls_cipher_suites").and_then(Value::as_str).filter(|v| !v.is_empty())
+        {
             s.tls_cipher_suites = Some(v.to_string());
         }
     }

@@ -116,7 +116,8 @@ impl NodeCache {
     pub fn set(&self, node: Value) -> bool {
         let uuid = node.get("uuid").and_then(Value::as_str).map(str::to_string);
         let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        let old = g.as_ref().and_then(|n| n.get("uuid")).and_then(Value::as_str).map(str::to_string);
+        let old =
+            g.as_ref().and_then(|n| n.get("uuid")).and_then(Value::as_str).map(str::to_string);
         *g = Some(node);
         drop(g);
         let changed = old != uuid;

@@ -30,7 +30,8 @@ pub async fn round_trip(c: &dyn WireClient, _h: &Harness) {
     assert_eq!(r.command_result, json!({"result": "hello"}));
     assert_eq!(c.get(&r.id).await.expect("get"), r);
     assert!(c.list().await.expect("list").contains(&r));
-    let r = c.run("conformance.echo", json!({"value": {"k": [1, 2]}}), true, None).await.expect("run");
+    let r =
+        c.run("conformance.echo", json!({"value": {"k": [1, 2]}}), true, None).await.expect("run");
     assert_eq!(r.command_result, json!({"k": [1, 2]}), "objects pass through unwrapped");
 }
 
@@ -78,7 +79,10 @@ pub async fn request_errors(c: &dyn WireClient, _h: &Harness) {
     assert_eq!(e.code, 400);
     assert_eq!(e.message, "Invalid command: Command name must be of the form <extension>.<name>");
     let e = c.run("conformance.needs_int", json!({"x": "a"}), false, None).await.expect_err("400");
-    assert_eq!((e.code, e.message.as_str()), (400, "Invalid command parameters: x must be an integer"));
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (400, "Invalid command parameters: x must be an integer")
+    );
     assert_eq!(c.list().await.expect("list").len(), before, "request errors are not recorded");
 }
 
@@ -136,7 +140,10 @@ pub async fn unknown_result_id(c: &dyn WireClient, _h: &Harness) {
 pub async fn token_required(c: &dyn WireClient, _h: &Harness) {
     for bad in [None, Some("wrong"), Some("")] {
         let w = c.with_token(bad);
-        assert_eq!(w.run("conformance.echo", json!({}), false, None).await.expect_err("401").code, 401);
+        assert_eq!(
+            w.run("conformance.echo", json!({}), false, None).await.expect_err("401").code,
+            401
+        );
         assert_eq!(w.list().await.expect_err("401").code, 401);
         assert_eq!(w.get("x").await.expect_err("401").code, 401);
     }

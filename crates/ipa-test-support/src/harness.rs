@@ -18,8 +18,7 @@ pub const TEST_TOKEN: &str = "conformance-token-0123456789abcdefghijklmnop";
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_test_writer()
         .try_init();
@@ -57,11 +56,17 @@ impl Extension for ConformanceExtension {
         }
         Ok(())
     }
-    async fn execute(&self, command: &str, params: Params, _ctx: CommandContext) -> Result<Value, AgentError> {
+    async fn execute(
+        &self,
+        command: &str,
+        params: Params,
+        _ctx: CommandContext,
+    ) -> Result<Value, AgentError> {
         match command {
             "echo" => Ok(params.get("value").cloned().unwrap_or(Value::Null)),
             "slow" => {
-                let _permit = self.gate.acquire().await.map_err(|_| AgentError::execution("gate closed"))?;
+                let _permit =
+                    self.gate.acquire().await.map_err(|_| AgentError::execution("gate closed"))?;
                 Ok(params.get("value").cloned().unwrap_or(json!("done")))
             }
             "fail" => Err(AgentError::execution("requested failure")),
@@ -115,7 +120,8 @@ impl Harness {
         services.token.set(TEST_TOKEN);
         services.status.mark_started();
         let gate = Arc::new(Semaphore::new(0));
-        let mut list: Vec<SharedExtension> = vec![Arc::new(ConformanceExtension { gate: gate.clone() })];
+        let mut list: Vec<SharedExtension> =
+            vec![Arc::new(ConformanceExtension { gate: gate.clone() })];
         list.extend(extra);
         let set = Arc::new(ExtensionSet::new(list));
         services.set_extensions(&set);

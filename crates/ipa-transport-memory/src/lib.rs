@@ -8,7 +8,9 @@
 use async_trait::async_trait;
 use ipa_core::command::{CommandRequest, CommandResult};
 use ipa_core::error::AgentError;
-use ipa_core::transport::{ReadyInfo, Transport, TransportContext, TransportError, TransportFuture};
+use ipa_core::transport::{
+    ReadyInfo, Transport, TransportContext, TransportError, TransportFuture,
+};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// A request from a client.
@@ -82,7 +84,10 @@ impl MemoryClient {
     /// Send a request and await the reply.
     pub async fn call(&self, req: MemoryRequest) -> MemoryReply {
         let (tx, rx) = oneshot::channel();
-        self.tx.send((req, tx)).await.map_err(|_| AgentError::execution("memory transport closed"))?;
+        self.tx
+            .send((req, tx))
+            .await
+            .map_err(|_| AgentError::execution("memory transport closed"))?;
         rx.await.map_err(|_| AgentError::execution("memory transport dropped the request"))?
     }
 }
@@ -132,10 +137,10 @@ async fn handle(d: &dyn ipa_core::Dispatcher, req: MemoryRequest) -> MemoryReply
             if !d.authorize(token.as_deref()) {
                 return Err(unauthorized());
             }
-            d.get(&id).await.map(MemoryResponse::One).ok_or(AgentError::RequestedObjectNotFound {
-                kind: "Command Result".into(),
-                id,
-            })
+            d.get(&id)
+                .await
+                .map(MemoryResponse::One)
+                .ok_or(AgentError::RequestedObjectNotFound { kind: "Command Result".into(), id })
         }
         MemoryRequest::List { token } => {
             if !d.authorize(token.as_deref()) {

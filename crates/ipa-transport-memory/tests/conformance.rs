@@ -17,17 +17,26 @@ fn wire(e: ipa_core::AgentError) -> WireError {
 
 #[async_trait]
 impl WireClient for Client {
-    async fn run(&self, name: &str, params: Value, wait: bool, key: Option<&str>) -> Result<CommandResult, WireError> {
-        let mut request = CommandRequest::new(name, params.as_object().cloned().unwrap_or_default());
+    async fn run(
+        &self,
+        name: &str,
+        params: Value,
+        wait: bool,
+        key: Option<&str>,
+    ) -> Result<CommandResult, WireError> {
+        let mut request =
+            CommandRequest::new(name, params.as_object().cloned().unwrap_or_default());
         request.idempotency_key = key.map(str::to_string);
-        match self.inner.call(MemoryRequest::Run { token: self.token.clone(), request, wait }).await {
+        match self.inner.call(MemoryRequest::Run { token: self.token.clone(), request, wait }).await
+        {
             Ok(MemoryResponse::One(r)) => Ok(r),
             Ok(other) => panic!("unexpected {other:?}"),
             Err(e) => Err(wire(e)),
         }
     }
     async fn get(&self, id: &str) -> Result<CommandResult, WireError> {
-        match self.inner.call(MemoryRequest::Get { token: self.token.clone(), id: id.into() }).await {
+        match self.inner.call(MemoryRequest::Get { token: self.token.clone(), id: id.into() }).await
+        {
             Ok(MemoryResponse::One(r)) => Ok(r),
             Ok(other) => panic!("unexpected {other:?}"),
             Err(e) => Err(wire(e)),

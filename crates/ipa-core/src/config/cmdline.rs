@@ -74,7 +74,11 @@ impl KernelCmdline {
     }
 
     /// Map a parameter name to a dotted option key, or `None` if it is not ours.
-    fn key_for(&self, param: &str, core_keys: &std::collections::BTreeSet<String>) -> Option<String> {
+    fn key_for(
+        &self,
+        param: &str,
+        core_keys: &std::collections::BTreeSet<String>,
+    ) -> Option<String> {
         if let Some((_, k)) = PLAIN.iter().find(|(p, _)| *p == param) {
             return Some((*k).to_string());
         }

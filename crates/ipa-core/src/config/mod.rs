@@ -37,15 +37,15 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 pub fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum B {
-        B(bool),
+    enum Raw {
+        Bool(bool),
         I(i64),
         S(String),
     }
-    match B::deserialize(d)? {
-        B::B(b) => Ok(b),
-        B::I(i) => Ok(i != 0),
-        B::S(s) => parse_bool(&s)
+    match Raw::deserialize(d)? {
+        Raw::Bool(b) => Ok(b),
+        Raw::I(i) => Ok(i != 0),
+        Raw::S(s) => parse_bool(&s)
             .ok_or_else(|| serde::de::Error::custom(format!("invalid boolean value {s:?}"))),
     }
 }
@@ -54,17 +54,17 @@ pub fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 pub fn lenient_opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum B {
-        B(bool),
+    enum Raw {
+        Bool(bool),
         I(i64),
         S(String),
     }
-    match Option::<B>::deserialize(d)? {
+    match Option::<Raw>::deserialize(d)? {
         None => Ok(None),
-        Some(B::B(b)) => Ok(Some(b)),
-        Some(B::I(i)) => Ok(Some(i != 0)),
-        Some(B::S(s)) if s.is_empty() || s.eq_ignore_ascii_case("none") => Ok(None),
-        Some(B::S(s)) => parse_bool(&s)
+        Some(Raw::Bool(b)) => Ok(Some(b)),
+        Some(Raw::I(i)) => Ok(Some(i != 0)),
+        Some(Raw::S(s)) if s.is_empty() || s.eq_ignore_ascii_case("none") => Ok(None),
+        Some(Raw::S(s)) => parse_bool(&s)
             .map(Some)
             .ok_or_else(|| serde::de::Error::custom(format!("invalid boolean value {s:?}"))),
     }
@@ -316,6 +316,10 @@ pub struct AgentConfig {
     /// tests.
     #[serde(default, deserialize_with = "lenient_bool")]
     pub real_hardware: bool,
+    /// Agent identity on broker transports before lookup (default: derived from the first MAC,
+    /// `mac-aabbccddeeff`; after lookup the node UUID is used).
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    pub agent_id: Option<String>,
     /// Simulated machine description (TOML/JSON) for the simulated hardware manager.
     #[serde(default)]
     pub machine: Option<PathBuf>,
@@ -446,9 +450,8 @@ pub fn load(sources: &ConfigSources) -> Result<(AgentConfig, Figment), ConfigErr
         figment = figment.merge(KernelCmdline::from_file(&path, &sources.kernel_aliases));
     }
     if !sources.overrides.is_empty() {
-        figment = figment.merge(Serialized::defaults(serde_json::Value::Object(
-            sources.overrides.clone(),
-        )));
+        figment = figment
+            .merge(Serialized::defaults(serde_json::Value::Object(sources.overrides.clone())));
     }
     let config: AgentConfig = figment.extract()?;
     Ok((config, figment))

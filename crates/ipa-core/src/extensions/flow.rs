@@ -40,7 +40,11 @@ impl FlowExtension {
                 let p = match p {
                     Value::Object(o) => o.clone(),
                     Value::Null => Params::new(),
-                    _ => return Err(AgentError::invalid_params(format!("params of {name} must be an object"))),
+                    _ => {
+                        return Err(AgentError::invalid_params(format!(
+                            "params of {name} must be an object"
+                        )));
+                    }
                 };
                 Ok((name.clone(), p))
             })
@@ -67,7 +71,10 @@ impl Extension for FlowExtension {
             })?;
             let Some(set) = &set else { continue };
             if !set.contains(ext) {
-                return Err(AgentError::RequestedObjectNotFound { kind: "Extension".into(), id: ext.into() });
+                return Err(AgentError::RequestedObjectNotFound {
+                    kind: "Extension".into(),
+                    id: ext.into(),
+                });
             }
             set.resolve(ext, cmd).map_err(|_| {
                 AgentError::invalid_params(format!("Extension {ext} has no command {cmd}"))
@@ -75,7 +82,12 @@ impl Extension for FlowExtension {
         }
         Ok(())
     }
-    async fn execute(&self, _command: &str, params: Params, _ctx: CommandContext) -> Result<Value, AgentError> {
+    async fn execute(
+        &self,
+        _command: &str,
+        params: Params,
+        _ctx: CommandContext,
+    ) -> Result<Value, AgentError> {
         let set = self
             .services
             .extensions()

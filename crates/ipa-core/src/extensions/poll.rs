@@ -40,12 +40,18 @@ impl Extension for PollExtension {
     fn commands(&self) -> &'static [CommandSpec] {
         COMMANDS
     }
-    async fn execute(&self, command: &str, params: Params, _ctx: CommandContext) -> Result<Value, AgentError> {
+    async fn execute(
+        &self,
+        command: &str,
+        params: Params,
+        _ctx: CommandContext,
+    ) -> Result<Value, AgentError> {
         match command {
             "get_hardware_info" => {
                 let hw = super::hardware(&self.services)?;
                 let inv = hw.list_hardware_info().await?;
-                serde_json::to_value(inv).map_err(|e| AgentError::internal("ValueError", e.to_string()))
+                serde_json::to_value(inv)
+                    .map_err(|e| AgentError::internal("ValueError", e.to_string()))
             }
             _ => {
                 if !self.services.control.standalone() {

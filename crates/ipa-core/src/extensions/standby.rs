@@ -56,7 +56,12 @@ impl Extension for StandbyPowerExtension {
     fn commands(&self) -> &'static [CommandSpec] {
         COMMANDS
     }
-    async fn execute(&self, command: &str, _params: Params, _ctx: CommandContext) -> Result<Value, AgentError> {
+    async fn execute(
+        &self,
+        command: &str,
+        _params: Params,
+        _ctx: CommandContext,
+    ) -> Result<Value, AgentError> {
         match command {
             "sync" => self.full_sync().await.map(|_| Value::Null),
             "get_partition_uuids" => {
@@ -65,8 +70,11 @@ impl Extension for StandbyPowerExtension {
             }
             "run_image" | "power_off" => {
                 self.full_sync().await?;
-                let action =
-                    if command == "run_image" { PowerAction::Reboot } else { PowerAction::PowerOff };
+                let action = if command == "run_image" {
+                    PowerAction::Reboot
+                } else {
+                    PowerAction::PowerOff
+                };
                 tracing::warn!(?action, "power action requested by the control plane");
                 self.services.power.perform(action).await.map(|_| Value::Null)
             }

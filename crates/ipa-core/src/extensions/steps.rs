@@ -31,7 +31,12 @@ static DEPLOY: &[CommandSpec] = &[
     CommandSpec::sync("get_deploy_steps", &[Param::req("node"), Param::req("ports")]),
     CommandSpec::asynchronous(
         "execute_deploy_step",
-        &[Param::req("step"), Param::req("node"), Param::req("ports"), Param::opt("deploy_version")],
+        &[
+            Param::req("step"),
+            Param::req("node"),
+            Param::req("ports"),
+            Param::opt("deploy_version"),
+        ],
     )
     .with_extra(),
 ];
@@ -56,10 +61,10 @@ impl StepsExtension {
     }
 
     fn cache_node(&self, params: &Params) {
-        if let Some(node) = params.get("node").filter(|n| n.is_object()) {
-            if self.services.node.set(node.clone()) {
-                tracing::info!(node = ?node.get("uuid"), "cached a new node");
-            }
+        if let Some(node) = params.get("node").filter(|n| n.is_object())
+            && self.services.node.set(node.clone())
+        {
+            tracing::info!(node = ?node.get("uuid"), "cached a new node");
         }
     }
 
@@ -77,7 +82,11 @@ impl StepsExtension {
         }))
     }
 
-    async fn execute_step(&self, mut params: Params, ctx: CommandContext) -> Result<Value, AgentError> {
+    async fn execute_step(
+        &self,
+        mut params: Params,
+        ctx: CommandContext,
+    ) -> Result<Value, AgentError> {
         let k = self.kind.as_str();
         self.cache_node(&params);
         let hw = super::hardware(&self.services)?;
@@ -86,7 +95,10 @@ impl StepsExtension {
         let name = match step.get("step").and_then(Value::as_str) {
             Some(n) => n.to_string(),
             None => {
-                let msg = format!("Malformed {k}_step, no \"step\" key: {}", crate::error::python_repr(&step));
+                let msg = format!(
+                    "Malformed {k}_step, no \"step\" key: {}",
+                    crate::error::python_repr(&step)
+                );
                 tracing::error!("{msg}");
                 return Err(AgentError::internal("ValueError", msg));
             }
@@ -102,7 +114,8 @@ impl StepsExtension {
             }
         }
         tracing::info!(step = %name, kind = k, "executing step");
-        let call = StepCall { step: &name, kind: self.kind, node: &node, ports: &ports, args, ctx: &ctx };
+        let call =
+            StepCall { step: &name, kind: self.kind, node: &node, ports: &ports, args, ctx: &ctx };
         let result = hw.execute_step(call).await.map_err(|e| {
             if e.is_internal() {
                 let details = format!(
@@ -143,7 +156,12 @@ impl Extension for StepsExtension {
             StepKind::Service => SERVICE,
         }
     }
-    async fn execute(&self, command: &str, params: Params, ctx: CommandContext) -> Result<Value, AgentError> {
+    async fn execute(
+        &self,
+        command: &str,
+        params: Params,
+        ctx: CommandContext,
+    ) -> Result<Value, AgentError> {
         if command.starts_with("get_") {
             self.get_steps(&params).await
         } else {

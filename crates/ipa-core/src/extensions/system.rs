@@ -38,7 +38,12 @@ impl Extension for SystemExtension {
     fn commands(&self) -> &'static [CommandSpec] {
         COMMANDS
     }
-    async fn execute(&self, _command: &str, _params: Params, _ctx: CommandContext) -> Result<Value, AgentError> {
+    async fn execute(
+        &self,
+        _command: &str,
+        _params: Params,
+        _ctx: CommandContext,
+    ) -> Result<Value, AgentError> {
         tracing::warn!("system.lockdown requested: the API stops after this reply");
         self.services.control.lockdown();
         Ok(Value::Null)

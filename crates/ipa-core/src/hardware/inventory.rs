@@ -254,7 +254,8 @@ mod tests {
         let v = serde_json::to_value(&inv).unwrap();
         let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
         assert_eq!(&keys[9..], ["bmc_mac", "acme_widgets"]);
-        let lldp = NetworkInterface { lldp: Some(vec![(1, "04aabb".into())]), ..Default::default() };
+        let lldp =
+            NetworkInterface { lldp: Some(vec![(1, "04aabb".into())]), ..Default::default() };
         assert_eq!(serde_json::to_value(lldp).unwrap()["lldp"], serde_json::json!([[1, "04aabb"]]));
     }
 }

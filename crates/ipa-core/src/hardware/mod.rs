@@ -165,7 +165,11 @@ pub trait HardwareManager: Send + Sync + 'static {
         nope("inventory_extensions")
     }
     /// Clean steps offered.
-    async fn get_clean_steps(&self, _node: &Value, _ports: &Value) -> Result<Vec<Step>, AgentError> {
+    async fn get_clean_steps(
+        &self,
+        _node: &Value,
+        _ports: &Value,
+    ) -> Result<Vec<Step>, AgentError> {
         Ok(Vec::new())
     }
     /// Deploy steps offered.

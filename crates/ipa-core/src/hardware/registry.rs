@@ -78,7 +78,11 @@ impl HardwareManagers {
         for r in &self.ranked {
             match f(&*r.manager).await {
                 Err(e) if e.is_incompatible() => {
-                    tracing::debug!(manager = r.manager.name(), method, "incompatible; next manager");
+                    tracing::debug!(
+                        manager = r.manager.name(),
+                        method,
+                        "incompatible; next manager"
+                    );
                 }
                 other => return other,
             }
@@ -88,7 +92,11 @@ impl HardwareManagers {
 
     /// IPA's `dispatch_to_all_managers`: `{manager name: answer}` over every compatible manager;
     /// any other error stops; none at all is `HardwareManagerMethodNotFound`.
-    pub async fn dispatch_all<T, F>(&self, method: &str, f: F) -> Result<IndexMap<String, T>, AgentError>
+    pub async fn dispatch_all<T, F>(
+        &self,
+        method: &str,
+        f: F,
+    ) -> Result<IndexMap<String, T>, AgentError>
     where
         F: for<'a> Fn(&'a dyn HardwareManager) -> BoxFuture<'a, Result<T, AgentError>>,
     {
@@ -173,7 +181,10 @@ impl HardwareManagers {
 
     /// IPA's `filter_devices`: each device goes through `filter_device`; `None` hides it; a
     /// device no manager has an opinion on is kept.
-    pub async fn filter_devices(&self, devices: Vec<BlockDevice>) -> Result<Vec<BlockDevice>, AgentError> {
+    pub async fn filter_devices(
+        &self,
+        devices: Vec<BlockDevice>,
+    ) -> Result<Vec<BlockDevice>, AgentError> {
         let mut out = Vec::with_capacity(devices.len());
         for d in devices {
             let kept = match self.dispatch("filter_device", |m| m.filter_device(d.clone())).await {
@@ -256,7 +267,11 @@ mod tests {
         }
     }
 
-    fn mgr(name: &'static str, support: u32, cpus: Option<Result<u64, AgentError>>) -> Arc<dyn HardwareManager> {
+    fn mgr(
+        name: &'static str,
+        support: u32,
+        cpus: Option<Result<u64, AgentError>>,
+    ) -> Arc<dyn HardwareManager> {
         Arc::new(M { name, support, cpus, steps: vec![] })
     }
 
@@ -278,18 +293,20 @@ mod tests {
 
     #[tokio::test]
     async fn dispatch_falls_through_incompatible_and_stops_on_real_errors() {
-        let hw = HardwareManagers::probe(vec![
-            mgr("Generic", 1, Some(Ok(4))),
-            mgr("Vendor", 2, None),
-        ])
-        .await
-        .unwrap();
+        let hw =
+            HardwareManagers::probe(vec![mgr("Generic", 1, Some(Ok(4))), mgr("Vendor", 2, None)])
+                .await
+                .unwrap();
         let cpu = hw.dispatch("get_cpus", |m| m.get_cpus()).await.unwrap();
         assert_eq!(cpu.count, 4);
 
         let hw = HardwareManagers::probe(vec![
             mgr("Generic", 1, Some(Ok(4))),
-            mgr("Vendor", 2, Some(Err(AgentError::HardwareManagerConfiguration { details: "bad".into() }))),
+            mgr(
+                "Vendor",
+                2,
+                Some(Err(AgentError::HardwareManagerConfiguration { details: "bad".into() })),
+            ),
         ])
         .await
         .unwrap();
@@ -298,7 +315,10 @@ mod tests {
 
         let hw = HardwareManagers::probe(vec![mgr("Generic", 1, None)]).await.unwrap();
         let e = hw.dispatch("get_cpus", |m| m.get_cpus()).await.unwrap_err();
-        assert_eq!(e.to_string(), "No HardwareManager found to handle method: Could not find method: get_cpus");
+        assert_eq!(
+            e.to_string(),
+            "No HardwareManager found to handle method: Could not find method: get_cpus"
+        );
     }
 
     #[tokio::test]
@@ -362,6 +382,9 @@ mod tests {
         };
         assert_eq!(hw.execute_step(call("erase_devices")).await.unwrap(), json!("Vendor"));
         assert_eq!(hw.execute_step(call("g_only")).await.unwrap(), json!("Generic"));
-        assert_eq!(hw.execute_step(call("nope")).await.unwrap_err().kind(), "HardwareManagerMethodNotFound");
+        assert_eq!(
+            hw.execute_step(call("nope")).await.unwrap_err().kind(),
+            "HardwareManagerMethodNotFound"
+        );
     }
 }

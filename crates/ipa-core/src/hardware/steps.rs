@@ -128,7 +128,10 @@ mod tests {
             (
                 "GenericHardwareManager",
                 1,
-                vec![Step::new("erase_devices", 10, "deploy"), Step::new("only_generic", 0, "deploy")],
+                vec![
+                    Step::new("erase_devices", 10, "deploy"),
+                    Step::new("only_generic", 0, "deploy"),
+                ],
             ),
             ("AcmeHardwareManager", 2, vec![Step::new("erase_devices", 0, "deploy")]),
             ("ZedHardwareManager", 2, vec![Step::new("shared", 5, "deploy")]),

@@ -32,7 +32,11 @@ impl ExecRequest {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self { program: program.into(), args: args.into_iter().map(Into::into).collect(), ..Default::default() }
+        Self {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            ..Default::default()
+        }
     }
     /// Set a timeout.
     pub fn timeout(mut self, t: Duration) -> Self {
@@ -186,6 +190,110 @@ impl CommandRunner for SystemRunner {
     }
 }
 
+/// Programs that change disks, boot entries, RAID, firmware or power state.
+pub const DESTRUCTIVE_PROGRAMS: &[&str] = &[
+    "dd",
+    "sgdisk",
+    "sfdisk",
+    "parted",
+    "partprobe",
+    "wipefs",
+    "mkfs",
+    "mkfs.vfat",
+    "mkfs.ext4",
+    "mkfs.xfs",
+    "mkswap",
+    "mdadm",
+    "efibootmgr",
+    "grub-install",
+    "grub2-install",
+    "nvme",
+    "hdparm",
+    "shred",
+    "blkdiscard",
+    "blockdev",
+    "qemu-img",
+    "reboot",
+    "poweroff",
+    "shutdown",
+    "halt",
+    "ipmitool",
+    "mstflint",
+    "mlxconfig",
+    "flint",
+    "kexec",
+    "hwclock",
+    "ip",
+];
+
+/// The sandbox runner: defense in depth around a real runner. A destructive program (see
+/// [`DESTRUCTIVE_PROGRAMS`]) is refused if any argument names something under `/dev/` (other
+/// than `/dev/null`, `/dev/zero`, `/dev/urandom`), or if it is a power or boot-entry tool at all;
+/// everything else runs. Managers already map devices to sandbox files; this guard makes a bug
+/// there fail loudly instead of touching the real machine.
+#[derive(Debug, Clone)]
+pub struct SandboxRunner<R> {
+    inner: R,
+}
+
+impl<R> SandboxRunner<R> {
+    /// Wrap `inner`.
+    pub fn new(inner: R) -> Self {
+        Self { inner }
+    }
+}
+
+fn refused_in_sandbox(req: &ExecRequest) -> Option<String> {
+    let prog = std::path::Path::new(&req.program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(&req.program);
+    if !DESTRUCTIVE_PROGRAMS.contains(&prog) {
+        return None;
+    }
+    if matches!(
+        prog,
+        "reboot"
+            | "poweroff"
+            | "shutdown"
+            | "halt"
+            | "kexec"
+            | "efibootmgr"
+            | "grub-install"
+            | "grub2-install"
+            | "hwclock"
+    ) {
+        return Some(format!("sandbox: refusing to run {prog}"));
+    }
+    if prog == "ipmitool" && req.args.iter().any(|a| a == "power" || a == "chassis" || a == "raw") {
+        return Some("sandbox: refusing ipmitool power/chassis/raw commands".into());
+    }
+    if prog == "ip" && !req.args.first().is_some_and(|a| a == "route" || a == "-j" || a == "addr") {
+        return Some("sandbox: refusing to reconfigure network interfaces".into());
+    }
+    let safe =
+        ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/stdin", "/dev/stdout"];
+    req.args
+        .iter()
+        .flat_map(|a| a.split('=').map(str::to_string).collect::<Vec<_>>())
+        .find(|a| a.starts_with("/dev/") && !safe.contains(&a.as_str()))
+        .map(|dev| format!("sandbox: refusing {prog} on real device {dev}"))
+}
+
+#[async_trait]
+impl<R: CommandRunner> CommandRunner for SandboxRunner<R> {
+    async fn run(&self, request: ExecRequest) -> Result<ExecOutput, ExecError> {
+        if let Some(reason) = refused_in_sandbox(&request) {
+            tracing::error!(command = %request.program, "{reason}");
+            return Ok(ExecOutput::failed(126, reason));
+        }
+        self.inner.run(request).await
+    }
+    async fn exists(&self, program: &str) -> bool {
+        self.inner.exists(program).await
+    }
+}
+
 /// A scripted answer of the [`FakeRunner`].
 #[derive(Debug, Clone)]
 pub enum FakeResponse {
@@ -261,7 +369,7 @@ impl CommandRunner for FakeRunner {
     async fn run(&self, req: ExecRequest) -> Result<ExecOutput, ExecError> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.calls.push(req.clone());
-        if s.missing.iter().any(|m| *m == req.program) {
+        if s.missing.contains(&req.program) {
             return Err(ExecError::NotFound { program: req.program });
         }
         let rule = s.rules.iter_mut().rev().find(|(prog, prefix, _)| {
@@ -306,9 +414,18 @@ mod tests {
         f.missing("hdparm");
         let o = f.run(ExecRequest::new("ipmitool", ["lan", "print", "1"])).await.unwrap();
         assert!(o.stdout.contains("10.0.0.1"));
-        assert_eq!(f.run(ExecRequest::new("nvme", ["format", "/dev/nvme0n1"])).await.unwrap().status, 1);
-        assert_eq!(f.run(ExecRequest::new("nvme", ["format", "/dev/nvme0n1"])).await.unwrap().status, 0);
-        assert_eq!(f.run(ExecRequest::new("nvme", ["format", "/dev/nvme0n1"])).await.unwrap().status, 0);
+        assert_eq!(
+            f.run(ExecRequest::new("nvme", ["format", "/dev/nvme0n1"])).await.unwrap().status,
+            1
+        );
+        assert_eq!(
+            f.run(ExecRequest::new("nvme", ["format", "/dev/nvme0n1"])).await.unwrap().status,
+            0
+        );
+        assert_eq!(
+            f.run(ExecRequest::new("nvme", ["format", "/dev/nvme0n1"])).await.unwrap().status,
+            0
+        );
         assert!(matches!(
             f.run(ExecRequest::new("hdparm", ["-I"])).await,
             Err(ExecError::NotFound { .. })
@@ -318,9 +435,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sandbox_runner_refuses_destructive_tools_on_real_devices() {
+        let inner = FakeRunner::new();
+        let r = SandboxRunner::new(inner.clone());
+        for (prog, args) in [
+            ("sgdisk", vec!["-Z", "/dev/sda"]),
+            ("dd", vec!["if=/dev/zero", "of=/dev/nvme0n1", "bs=1M"]),
+            ("/usr/sbin/wipefs", vec!["--all", "/dev/vda"]),
+            ("efibootmgr", vec!["-v"]),
+            ("reboot", vec![]),
+            ("ipmitool", vec!["chassis", "power", "off"]),
+            ("ip", vec!["link", "set", "eth0", "down"]),
+        ] {
+            let o = r.run(ExecRequest::new(prog, args.clone())).await.unwrap();
+            assert_eq!(o.status, 126, "{prog} {args:?} must be refused");
+        }
+        for (prog, args) in [
+            ("sgdisk", vec!["-Z", "/tmp/sb/disks/sda"]),
+            ("dd", vec!["if=/dev/zero", "of=/tmp/sb/disks/sda", "count=1"]),
+            ("lsblk", vec!["/dev/sda"]),
+            ("ipmitool", vec!["lan", "print", "1"]),
+            ("ip", vec!["route", "get", "10.0.0.1"]),
+        ] {
+            let o = r.run(ExecRequest::new(prog, args.clone())).await.unwrap();
+            assert_eq!(o.status, 0, "{prog} {args:?} must pass through");
+        }
+        assert_eq!(inner.calls().len(), 5, "refused commands never reach the real runner");
+    }
+
+    #[tokio::test]
     async fn system_runner_captures_output_exit_code_and_timeout() {
         let r = SystemRunner;
-        let o = r.run(ExecRequest::new("sh", ["-c", "echo out; echo err >&2; exit 3"])).await.unwrap();
+        let o =
+            r.run(ExecRequest::new("sh", ["-c", "echo out; echo err >&2; exit 3"])).await.unwrap();
         assert_eq!((o.status, o.stdout.as_str(), o.stderr.as_str()), (3, "out\n", "err\n"));
         let o = r.run(ExecRequest::new("cat", Vec::<String>::new()).stdin("piped")).await.unwrap();
         assert_eq!(o.stdout, "piped");

@@ -5,6 +5,7 @@ mod command;
 mod power;
 
 pub use command::{
-    CommandRunner, ExecError, ExecOutput, ExecRequest, FakeResponse, FakeRunner, SystemRunner,
+    CommandRunner, DESTRUCTIVE_PROGRAMS, ExecError, ExecOutput, ExecRequest, FakeResponse,
+    FakeRunner, SandboxRunner, SystemRunner,
 };
 pub use power::{PowerAction, PowerController, PowerRecord, RecordingPower, SystemPower};

@@ -76,8 +76,7 @@ impl PowerController for RecordingPower {
         let mut line = serde_json::to_string(&rec).unwrap_or_default();
         line.push('\n');
         use tokio::io::AsyncWriteExt;
-        let mut f =
-            tokio::fs::OpenOptions::new().create(true).append(true).open(&self.log).await?;
+        let mut f = tokio::fs::OpenOptions::new().create(true).append(true).open(&self.log).await?;
         f.write_all(line.as_bytes()).await?;
         // tokio's File finishes writes in the background; make the record durable before
         // reporting the action as done.
@@ -135,10 +134,8 @@ mod tests {
         p.perform(PowerAction::Sync).await.unwrap();
         p.perform(PowerAction::Reboot).await.unwrap();
         let text = std::fs::read_to_string(dir.path().join("power.log")).unwrap();
-        let actions: Vec<PowerAction> = text
-            .lines()
-            .map(|l| serde_json::from_str::<PowerRecord>(l).unwrap().action)
-            .collect();
+        let actions: Vec<PowerAction> =
+            text.lines().map(|l| serde_json::from_str::<PowerRecord>(l).unwrap().action).collect();
         assert_eq!(actions, vec![PowerAction::Sync, PowerAction::Reboot]);
         assert_eq!(p.records().len(), 2);
     }

@@ -1,0 +1,93 @@
+//! Command-line flags. Every flag is also settable from the config file, `IPA_*` environment
+//! variables and the kernel command line; flags win.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde_json::{Map, Value, json};
+
+/// The deploy agent (ironic-python-agent compatible).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ipa-agent", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML configuration file (unknown keys are errors).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Run without Ironic: no lookup or heartbeat; serve commands with the configured token.
+    #[arg(long)]
+    pub standalone: bool,
+    /// Sandbox directory: nothing outside it is ever written; disks are files in DIR/disks,
+    /// power actions are recorded in DIR/power.log. The default when not in a ramdisk.
+    #[arg(long, value_name = "DIR")]
+    pub sandbox: Option<PathBuf>,
+    /// Explicit opt-in to real disks, bootloader and power outside a ramdisk.
+    #[arg(long)]
+    pub real_hardware: bool,
+    /// Address of the REST API, `HOST:PORT` (`[::1]:9999` for IPv6).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Agent token (standalone mode).
+    #[arg(long, value_name = "TOKEN", env = "IPA_AGENT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Simulated machine description for the simulated hardware manager.
+    #[arg(long, value_name = "FILE")]
+    pub machine: Option<PathBuf>,
+    /// Ironic API URL(s), comma separated.
+    #[arg(long, value_name = "URL")]
+    pub api_url: Option<String>,
+    /// Read kernel parameters from this file instead of /proc/cmdline (`none` disables).
+    #[arg(long, value_name = "FILE")]
+    pub kernel_cmdline: Option<PathBuf>,
+    /// Debug logging.
+    #[arg(long)]
+    pub debug: bool,
+    /// Log format: `text` or `json`.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Print the compiled-in plugins and exit.
+    #[arg(long)]
+    pub list_plugins: bool,
+}
+
+impl Cli {
+    /// The flags as the highest-priority configuration layer.
+    pub fn overrides(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        let mut set = |k: &str, v: Value| {
+            m.insert(k.to_string(), v);
+        };
+        if self.standalone {
+            set("standalone", json!(true));
+        }
+        if let Some(d) = &self.sandbox {
+            set("sandbox", json!(d));
+        }
+        if self.real_hardware {
+            set("real_hardware", json!(true));
+        }
+        if let Some(a) = &self.listen {
+            set("listen_host", json!(a.ip().to_string()));
+            set("listen_port", json!(a.port()));
+        }
+        if let Some(t) = &self.token {
+            set("agent_token", json!(t));
+        }
+        if let Some(f) = &self.machine {
+            set("machine", json!(f));
+        }
+        if let Some(u) = &self.api_url {
+            set("api_url", json!(u));
+        }
+        if self.debug {
+            set("debug", json!(true));
+        }
+        if let Some(f) = &self.log_format {
+            set("log_format", json!(f));
+        }
+        if let Some(p) = &self.kernel_cmdline {
+            set("kernel_cmdline_path", json!(p));
+        }
+        m
+    }
+}

@@ -1,0 +1,140 @@
+//! # ipa-agent
+//!
+//! The deploy agent's runtime, as a library, and the `ipa-agent` binary built on it.
+//! A vendor's own agent binary is a few lines: depend on `ipa-core` (to implement
+//! [`HardwareManager`](ipa_core::HardwareManager)) and on this crate, register the manager with
+//! `inventory::submit!`, name the manager's crate once, and call [`main`]:
+//!
+//! ```ignore
+//! use acme_hardware_manager as _; // names the crate so its registration is linked
+//! fn main() -> std::process::ExitCode { ipa_agent::main() }
+//! ```
+//!
+//! ## Feature flags
+//! | Feature | Plugin | Default |
+//! |---|---|---|
+//! | `transport-rest` | IPA-compatible REST API (`ipa-transport-rest`) | yes |
+//! | `transport-amqp` | AMQP 0-9-1 transport (`ipa-transport-amqp`) | no |
+//! | `transport-zmq` | ZeroMQ transport with CURVE (`ipa-transport-zmq`) | no |
+//! | `hw-generic` | generic hardware manager: real inventory, hints (`ipa-hw-generic`) | no |
+//! | `hw-mellanox` | NVIDIA/Mellanox NIC manager (`ipa-hw-mellanox`) | no |
+//! | `hw-intel-cna` | Intel CNA (i40e) LLDP manager (`ipa-hw-intel-cna`) | no |
+//! | `hw-container` | container steps manager (`ipa-hw-container`) | no |
+//!
+//! The image pipeline (`ipa-image`) and the simulated hardware manager (`ipa-hw-sim`, the safe
+//! default off a ramdisk) are always linked. Every plugin crate is named once in `plugins.rs`;
+//! `tests/registered_plugins.rs` checks the registry per feature set.
+//!
+//! ## Runtime shape
+//! See [`runtime`]: one tokio runtime; the dispatcher owns command state; transports run as
+//! tasks until a shutdown token is cancelled by SIGTERM, `rescue.finalize_rescue` (stop) or
+//! `system.lockdown`.
+
+pub mod cli;
+pub mod environment;
+pub mod logging;
+mod plugins;
+pub mod runtime;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ipa_core::config::{ConfigSources, load};
+use ipa_core::registry;
+use ipa_core::services::ServeState;
+
+pub use cli::Cli;
+pub use runtime::{Agent, StartError};
+
+/// Entry point of `ipa-agent` and of vendor binaries: parse flags, run, map errors to an exit
+/// code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.list_plugins {
+        for name in registry::registered_names() {
+            println!("{name}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ipa-agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            let mut msg = format!("ipa-agent: {e}");
+            let mut src = std::error::Error::source(&*e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            tracing::error!("{msg}");
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Configuration sources for `cli`.
+pub fn config_sources(cli: &Cli) -> ConfigSources {
+    let mut overrides = cli.overrides();
+    if cli.kernel_cmdline.as_deref() == Some(std::path::Path::new("none")) {
+        overrides.insert("kernel_cmdline_path".into(), serde_json::json!("/dev/null"));
+    }
+    ConfigSources {
+        file: cli.config.clone(),
+        env: true,
+        kernel_cmdline: None,
+        overrides,
+        plugin_sections: registry::plugin_sections(),
+        kernel_aliases: registry::kernel_aliases(),
+    }
+}
+
+/// Run the agent until it stops. `Ok` carries the process exit code.
+pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
+    let (config, figment) = load(&config_sources(&cli))?;
+    logging::init(config.debug, &config.log_format);
+    tracing::info!(
+        version = ipa_core::AGENT_VERSION,
+        ipa_compat = ipa_core::IPA_COMPAT_VERSION,
+        "ipa-agent starting"
+    );
+    let env = environment::Environment::probe();
+    let agent = Agent::build(config, figment, &env).await?;
+    agent.follow_node_identity();
+
+    let cfg = agent.services.config.clone();
+    if !cfg.standalone && !cfg.api_urls().is_empty() {
+        tracing::warn!(
+            "Ironic API configured but the Ironic lifecycle is not part of this build yet"
+        );
+    }
+    if !agent.services.token.is_set() {
+        tracing::warn!(
+            "no agent token is known: every command endpoint answers 401 until one is set"
+        );
+    }
+    let tls = agent.static_tls()?;
+    let handles = agent.start_transports(tls).await?;
+    for r in agent.ready().all() {
+        if r.transport == "rest" && cfg.standalone {
+            tracing::info!(
+                "ready; try: curl -X POST '{}/v1/commands/?agent_token=$TOKEN&wait=true' -d \
+                 '{{\"name\":\"poll.get_hardware_info\",\"params\":{{}}}}'",
+                r.endpoint
+            );
+        }
+    }
+    match agent.serve_until_stopped(handles).await {
+        ServeState::Lockdown => {
+            agent.lockdown_forever().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}

@@ -1,0 +1,9 @@
+//! Names every plugin crate exactly once.
+//!
+//! rustc does not load a dependency that no source line refers to, so a plugin crate that is
+//! never named is not linked and its `inventory` registrations silently vanish. Each line below
+//! names one plugin crate; `tests/registered_plugins.rs` asserts the registered set for the
+//! features of the build. Add one line per new plugin crate.
+
+// Always linked: the image pipeline and the simulated hardware manager (the safe default).
+use ipa_image as _;

@@ -1,0 +1,1 @@
+//! Simulated hardware manager (work in progress).
