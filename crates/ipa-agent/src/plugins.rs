@@ -6,4 +6,5 @@
 //! features of the build. Add one line per new plugin crate.
 
 // Always linked: the image pipeline and the simulated hardware manager (the safe default).
+use ipa_hw_sim as _;
 use ipa_image as _;
