@@ -219,3 +219,12 @@ fn machine_files_load_from_toml_and_json_and_report_bad_ones() {
     let e = Machine::load(&j).unwrap_err().to_string();
     assert!(e.contains("must start with /dev/"), "{e}");
 }
+
+#[test]
+fn the_example_machine_in_the_repository_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/machines/two-disk-server.toml");
+    let m = Machine::load(&path).unwrap();
+    assert_eq!(m.disks.len(), 2);
+    assert_eq!(m.steps[1].fail.as_deref(), Some("simulated failure requested by the machine file"));
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install a stock Ironic from PyPI into a venv (default /opt/ironic-venv): the test oracle for
+# every Ironic flow. Idempotent: does nothing when the venv already has ironic 39.0.0.
+set -euo pipefail
+VENV="${1:-${IPA_IRONIC_VENV:-/opt/ironic-venv}}"
+IRONIC_VERSION="${IRONIC_VERSION:-39.0.0}"
+if [ -x "$VENV/bin/ironic-api" ] && "$VENV/bin/pip" show ironic 2>/dev/null | grep -q "^Version: $IRONIC_VERSION$"; then
+  echo "ironic $IRONIC_VERSION already in $VENV"
+  exit 0
+fi
+python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check "ironic==$IRONIC_VERSION"
+echo "installed ironic $IRONIC_VERSION into $VENV"

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, real components included: a real Ironic (PyPI, in a venv), a real
+# RabbitMQ (started by the tests on a loopback port, stopped by PID), real libzmq, real HTTP over
+# loopback. Nothing touches a real disk, bootloader or power state.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh -- <args>  extra arguments for `cargo test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra=()
+if [ "${1:-}" = "--" ]; then shift; extra=("$@"); fi
+
+export IPA_IRONIC_VENV="${IPA_IRONIC_VENV:-/opt/ironic-venv}"
+if [ ! -x "$IPA_IRONIC_VENV/bin/ironic-api" ]; then
+  scripts/setup-ironic-venv.sh "$IPA_IRONIC_VENV"
+fi
+for tool in /usr/lib/rabbitmq/bin/rabbitmq-server pkg-config; do
+  if [ ! -e "$tool" ] && ! command -v "$tool" >/dev/null; then
+    echo "missing $tool: apt-get install rabbitmq-server libzmq3-dev libsodium-dev pkg-config (see .ci/run)" >&2
+    exit 1
+  fi
+done
+
+# 1. Every crate, every feature: unit, integration, conformance, real-component tests.
+cargo test --workspace --all-features --locked "${extra[@]}"
+
+# 2. The registered-plugin check for the other feature sets of the agent binary.
+cargo test -p ipa-agent --locked --test registered_plugins
+cargo test -p ipa-agent --locked --no-default-features --test registered_plugins
+for f in transport-amqp transport-zmq hw-generic hw-mellanox hw-intel-cna hw-container; do
+  if grep -q "^$f = \[\"dep:" crates/ipa-agent/Cargo.toml; then
+    cargo test -p ipa-agent --locked --no-default-features --features "$f" --test registered_plugins
+  fi
+done
+echo "all tests passed"
