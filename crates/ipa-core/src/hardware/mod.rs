@@ -5,6 +5,7 @@
 //! makes [`HardwareManagers::dispatch`] move on to the next manager — IPA's
 //! `dispatch_to_managers` fall-through. Managers are ranked by support (descending), ties by name.
 
+pub mod hints;
 mod inventory;
 mod registry;
 mod steps;
