@@ -33,6 +33,7 @@ use ipa_core::error::AgentError;
 use ipa_core::hardware::{
     BlockDevice, BootInfo, Cpu, HardwareManager, HardwareManagerVersion, HardwareSupport,
     Inventory, LogFile, Memory, NetworkInterface, Step, StepCall, StepKind, SystemVendorInfo,
+    hints,
 };
 use ipa_core::registry::HardwareManagerDescriptor;
 use ipa_core::services::{AgentServices, RunMode};
@@ -46,8 +47,6 @@ pub const MANAGER_NAME: &str = "SimulatedHardwareManager";
 pub const VERSION_NAME: &str = "simulated_hardware_manager";
 /// Its version.
 pub const VERSION: &str = "1.0";
-/// Smallest disk the default root-device choice accepts (IPA: 4 GiB).
-const MIN_ROOT_DISK: u64 = 4 << 30;
 
 /// Errors of the simulated machine.
 #[derive(Debug, thiserror::Error)]
@@ -308,47 +307,12 @@ impl SimHardwareManager {
         }
     }
 
-    fn root_device_choice(&self, disks: &[BlockDevice]) -> Result<String, AgentError> {
-        let node = self.services.node.get();
-        let hints = node
-            .as_ref()
-            .and_then(|n| n.get("properties"))
-            .and_then(|p| p.get("root_device"))
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        let candidate = |d: &&BlockDevice| -> bool {
-            hints.iter().all(|(k, v)| {
-                let want = match v {
-                    Value::String(s) => s.trim_start_matches("s== ").to_string(),
-                    other => other.to_string(),
-                };
-                match k.as_str() {
-                    "name" => d.name == want || d.name == format!("/dev/{want}"),
-                    "serial" => d.serial.as_deref() == Some(want.as_str()),
-                    "model" => d.model.as_deref() == Some(want.as_str()),
-                    "vendor" => d.vendor.as_deref() == Some(want.as_str()),
-                    "wwn" => d.wwn.as_deref() == Some(want.as_str()),
-                    "size" => want.parse::<u64>().is_ok_and(|g| d.size / (1 << 30) == g),
-                    "rotational" => want.parse::<bool>().is_ok_and(|r| d.rotational == r),
-                    _ => false,
-                }
-            })
-        };
-        let mut matching: Vec<&BlockDevice> = disks.iter().filter(candidate).collect();
-        if hints.is_empty() {
-            matching.retain(|d| d.size >= MIN_ROOT_DISK);
-            matching.sort_by_key(|d| d.size);
-            return matching.first().map(|d| d.name.clone()).ok_or_else(|| AgentError::DeviceNotFound {
-                details: format!("No suitable device was found for deployment - root device hints were not provided and all found block devices are smaller than {}B.", MIN_ROOT_DISK),
-            });
-        }
-        matching.first().map(|d| d.name.clone()).ok_or_else(|| AgentError::DeviceNotFound {
-            details: format!(
-                "No suitable device was found for deployment using these hints {}",
-                ipa_core::error::python_repr(&Value::Object(hints.clone()))
-            ),
-        })
+    /// IPA's choice: the node's root-device hints (full grammar of `ipa_core::hardware::hints`),
+    /// else the smallest disk of at least 4 GiB.
+    fn root_device_choice(&self, disks: Vec<BlockDevice>) -> Result<String, AgentError> {
+        let node = self.services.node.get().unwrap_or(Value::Null);
+        let hints = hints::node_root_device_hints(&node);
+        hints::select_install_device(disks.into_iter().map(Into::into).collect(), hints, &[])
     }
 }
 
@@ -447,7 +411,7 @@ impl HardwareManager for SimHardwareManager {
     }
 
     async fn get_os_install_device(&self, _permit_refresh: bool) -> Result<String, AgentError> {
-        self.root_device_choice(&self.machine.block_devices())
+        self.root_device_choice(self.machine.block_devices())
     }
 
     async fn wait_for_disks(&self) -> Result<(), AgentError> {

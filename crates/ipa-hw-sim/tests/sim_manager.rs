@@ -228,3 +228,12 @@ fn the_example_machine_in_the_repository_loads() {
     assert_eq!(m.disks.len(), 2);
     assert_eq!(m.steps[1].fail.as_deref(), Some("simulated failure requested by the machine file"));
 }
+
+#[tokio::test]
+async fn root_device_hints_use_the_full_operator_grammar() {
+    let (_t, svc, mgr) = ready(TWO_DISKS).await;
+    svc.node.set(json!({"uuid": "n1", "properties": {"root_device": {"size": ">= 6"}}}));
+    assert_eq!(mgr.get_os_install_device(false).await.unwrap(), "/dev/sdb");
+    svc.node.set(json!({"uuid": "n1", "instance_info": {"root_device": {"serial": "<or> S9 <or> S3"}}}));
+    assert_eq!(mgr.get_os_install_device(false).await.unwrap(), "/dev/sdc");
+}
