@@ -1,0 +1,302 @@
+//! # ipa-transport-rest
+//!
+//! The REST API of ironic-python-agent, wire-compatible with IPA (spec `ipa-agent.md` §1):
+//!
+//! * routes `/`, `/v1/`, `/v1/status`, `GET|POST /v1/commands/`, `GET /v1/commands/<id>`, each
+//!   also without `/v1`; werkzeug's strict slashes (308 to the slashed URL), 404 and 405 with
+//!   IPA's fault bodies;
+//! * `agent_token` from the query string on every command endpoint, checked by the dispatcher
+//!   (constant time); `wait=true` on POST and on GET by id;
+//! * fault bodies made in one place ([`error::fault_response`]) from
+//!   [`AgentError`](ipa_core::AgentError); JSON text as Python's `json.dumps` writes it;
+//! * `Server: ironic-python-agent`, a `Date` header, a request-body limit (413);
+//! * one access-log line per request, `agent_token` masked as `***`;
+//! * static TLS 1.2/1.3 with rustls + ring ([`tls::tls_acceptor`], reusable for auto-TLS);
+//! * graceful shutdown: in-flight replies finish (bounded by [`SHUTDOWN_GRACE`]).
+//!
+//! Registered as transport `rest`, always on: it listens on `listen_host:listen_port`.
+
+pub mod api;
+pub mod client;
+pub mod error;
+pub mod json;
+pub mod tls;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use figment::Figment;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ipa_core::config::{AgentConfig, ConfigError};
+use ipa_core::registry::TransportDescriptor;
+use ipa_core::transport::{
+    ReadyInfo, Transport, TransportContext, TransportError, TransportFuture,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+pub use api::mask_query;
+pub use client::{ClientError, RawResponse, RestClient};
+pub use error::RestError;
+pub use tls::{server_config, tls_acceptor};
+
+use crate::api::ApiState;
+
+/// Transport name in the registry.
+pub const NAME: &str = "rest";
+
+/// Default request-body limit: 128 MiB (a deploy step carries the unmasked config drive, which
+/// IPA caps at 64 MiB before base64 and compression).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 128 * 1024 * 1024;
+
+/// How long shutdown waits for in-flight requests before dropping them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long a client has for the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The REST transport's configuration (and factory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestTransport {
+    /// Host or address to listen on (`::`, `0.0.0.0`, `[::1]`, `127.0.0.1`, a hostname).
+    pub listen_host: String,
+    /// Port; `0` picks a free one (the ready report carries the real port).
+    pub listen_port: u16,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl RestTransport {
+    /// Listen on `host:port` with the default body limit.
+    pub fn new(listen_host: impl Into<String>, listen_port: u16) -> Self {
+        Self {
+            listen_host: listen_host.into(),
+            listen_port,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+
+    /// From the agent configuration (`listen_host`, `listen_port`).
+    pub fn from_agent_config(config: &AgentConfig) -> Self {
+        Self::new(config.listen_host.clone(), config.listen_port)
+    }
+}
+
+fn from_config(
+    _figment: &Figment,
+    config: &AgentConfig,
+) -> Result<Option<Box<dyn Transport>>, ConfigError> {
+    Ok(Some(Box::new(RestTransport::from_agent_config(config))))
+}
+
+inventory::submit! {
+    TransportDescriptor {
+        name: NAME,
+        description: "IPA-compatible REST API (what Ironic drives); listens on listen_host:listen_port",
+        config_section: None,
+        kernel_params: &[],
+        from_config,
+    }
+}
+
+/// Strip IPv6 brackets; an empty host means `::`.
+fn normalise_host(host: &str) -> &str {
+    let h = host.trim();
+    let h = h.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(h);
+    if h.is_empty() { "::" } else { h }
+}
+
+/// Bind `host:port`. `::` falls back to `0.0.0.0` when the machine has no IPv6 (IPA's default
+/// host rule); hostnames are resolved and the first bindable address wins.
+pub async fn bind(host: &str, port: u16) -> Result<TcpListener, RestError> {
+    let h = normalise_host(host);
+    let display = match h.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => format!("[{h}]:{port}"),
+        _ => format!("{h}:{port}"),
+    };
+    let err = |source| RestError::Bind { addr: display.clone(), source };
+    if let Ok(ip) = h.parse::<IpAddr>() {
+        return match TcpListener::bind((ip, port)).await {
+            Ok(l) => Ok(l),
+            Err(e)
+                if ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+                    && !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied
+                    ) =>
+            {
+                tracing::warn!(error = %e, "cannot listen on [::]; falling back to 0.0.0.0");
+                TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).await.map_err(err)
+            }
+            Err(e) => Err(err(e)),
+        };
+    }
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "host resolves to nothing");
+    for addr in tokio::net::lookup_host((h, port)).await.map_err(err)? {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e,
+        }
+    }
+    Err(err(last))
+}
+
+/// `scheme://ip:port` for a bound address; an unspecified address is reported as loopback of
+/// the same family (the address a local client can use).
+pub fn endpoint(scheme: &str, addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
+}
+
+#[async_trait]
+impl Transport for RestTransport {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn build(&self, ctx: TransportContext) -> Result<TransportFuture, TransportError> {
+        let acceptor = match &ctx.tls {
+            Some(t) => Some(tls_acceptor(t).map_err(|e| TransportError::Tls {
+                transport: NAME.into(),
+                reason: match e {
+                    RestError::Tls { reason } => reason,
+                    other => other.to_string(),
+                },
+            })?),
+            None => None,
+        };
+        let listener = bind(&self.listen_host, self.listen_port).await.map_err(|e| match e {
+            RestError::Bind { addr, source } => {
+                TransportError::Bind { transport: NAME.into(), addr, source }
+            }
+            other => {
+                TransportError::Connection { transport: NAME.into(), reason: other.to_string() }
+            }
+        })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| TransportError::Io { transport: NAME.into(), source })?;
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
+        let state = Arc::new(ApiState {
+            dispatcher: ctx.dispatcher.clone(),
+            max_body_bytes: self.max_body_bytes,
+            scheme,
+            local_addr,
+        });
+        tracing::info!(address = %local_addr, tls = acceptor.is_some(), "REST API listening");
+        ctx.ready
+            .report(ReadyInfo { transport: NAME.into(), endpoint: endpoint(scheme, local_addr) });
+        Ok(Box::pin(serve(listener, acceptor, state, ctx.shutdown)))
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    state: Arc<ApiState>,
+    shutdown: CancellationToken,
+) -> Result<(), TransportError> {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let (state, acceptor, stop) = (state.clone(), acceptor.clone(), shutdown.clone());
+                    conns.spawn(async move {
+                        match acceptor {
+                            None => serve_conn(tcp, peer, state, stop).await,
+                            Some(acc) => {
+                                let hs = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acc.accept(tcp));
+                                let tls = tokio::select! {
+                                    _ = stop.cancelled() => return,
+                                    r = hs => r,
+                                };
+                                match tls {
+                                    Ok(Ok(s)) => serve_conn(s, peer, state, stop).await,
+                                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                                }
+                            }
+                        }
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let drained =
+        tokio::time::timeout(SHUTDOWN_GRACE, async { while conns.join_next().await.is_some() {} })
+            .await;
+    if drained.is_err() {
+        tracing::warn!(open = conns.len(), "REST shutdown grace expired; dropping connections");
+        conns.shutdown().await;
+    }
+    tracing::info!("REST API stopped");
+    Ok(())
+}
+
+async fn serve_conn<S>(io: S, peer: SocketAddr, state: Arc<ApiState>, stop: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(api::handle(&state, req, peer).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(60))
+        .title_case_headers(true)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_and_endpoints() {
+        assert_eq!(normalise_host("[::1]"), "::1");
+        assert_eq!(normalise_host(""), "::");
+        assert_eq!(normalise_host("10.0.0.5"), "10.0.0.5");
+        assert_eq!(endpoint("http", "0.0.0.0:9999".parse().unwrap()), "http://127.0.0.1:9999");
+        assert_eq!(endpoint("https", "[::]:1".parse().unwrap()), "https://[::1]:1");
+        assert_eq!(endpoint("http", "[fe80::1]:2".parse().unwrap()), "http://[fe80::1]:2");
+    }
+
+    #[test]
+    fn registered_as_rest() {
+        assert!(ipa_core::registry::transports().iter().any(|d| d.name == NAME));
+    }
+}
