@@ -175,9 +175,11 @@ impl RestClient {
         let mut b = Request::builder()
             .method(method)
             .uri(path_and_query)
-            .header(header::HOST, self.addr.to_string())
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT, "*/*");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            b = b.header(header::HOST, self.addr.to_string());
+        }
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
