@@ -367,7 +367,7 @@ pub fn add_config_drive_partition(
     match read_table(f).map_err(&e)? {
         Table::Gpt(mut g) => {
             let end = g.last_usable;
-            let start = (end + 1 - want / SECTOR) / 2048 * 2048;
+            let start = (end + 1 - want / SECTOR).div_ceil(2048) * 2048;
             if let Some(p) = g.parts.iter().find(|p| p.last >= start && p.first <= end) {
                 return Err(ImageError::Deployment(format!(
                     "No space at the end of {device} for the config drive (partition {} ends at \
