@@ -109,18 +109,32 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error + Send 
     agent.follow_node_identity();
 
     let cfg = agent.services.config.clone();
-    if !cfg.standalone && !cfg.api_urls().is_empty() {
-        tracing::warn!(
-            "Ironic API configured but the Ironic lifecycle is not part of this build yet"
-        );
-    }
+    // Ironic lifecycle (inspection, lookup, TLS decision) before any transport serves.
+    let ironic = if ipa_ironic::Lifecycle::applies(&agent.services) {
+        let l = ipa_ironic::Lifecycle::prepare(&agent.services, agent.static_tls()?).await?;
+        if !l.should_serve() {
+            if agent.services.control.state() == ServeState::Lockdown {
+                agent.lockdown_forever().await;
+            } else {
+                ipa_ironic::idle_until_signal().await;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(l)
+    } else {
+        None
+    };
     if !agent.services.token.is_set() {
         tracing::warn!(
             "no agent token is known: every command endpoint answers 401 until one is set"
         );
     }
-    let tls = agent.static_tls()?;
+    let tls = match ironic.as_ref() {
+        Some(l) => l.server_tls(),
+        None => agent.static_tls()?,
+    };
     let handles = agent.start_transports(tls).await?;
+    let _heartbeater = ironic.as_ref().and_then(|l| l.start_heartbeating());
     for r in agent.ready().all() {
         if r.transport == "rest" && cfg.standalone {
             tracing::info!(

@@ -8,3 +8,5 @@
 // Always linked: the image pipeline and the simulated hardware manager (the safe default).
 use ipa_hw_sim as _;
 use ipa_image as _;
+#[cfg(feature = "hw-generic")]
+use ipa_hw_generic as _;

@@ -70,7 +70,7 @@ impl Lifecycle {
         let hw = services.hardware().ok_or_else(|| {
             IronicError::Inspection("hardware managers are not initialised".into())
         })?;
-        let mut opts = ClientOptions::from_config(&config);
+        let opts = ClientOptions::from_config(&config);
         let client = Arc::new(IronicClient::new(opts.clone())?);
 
         let mut node_uuid = None;
@@ -109,8 +109,16 @@ impl Lifecycle {
             }
             me.heartbeat_timeout = outcome.heartbeat_timeout;
             me.node_uuid = Some(outcome.node_uuid);
-            // Outbound TLS follows Ironic's minimum too (applies to later requests).
-            opts.tls.min_version = services.ironic_settings().tls_min_version;
+            // Ironic's TLS overrides apply to the static server TLS too (before serving).
+            let settings = services.ironic_settings();
+            if let Some(t) = me.tls.as_mut() {
+                if let Some(v) = settings.tls_min_version {
+                    t.min_version = v;
+                }
+                if settings.tls_cipher_suites.is_some() {
+                    t.cipher_suites = settings.tls_cipher_suites;
+                }
+            }
             me.client = Some(client);
         }
 
