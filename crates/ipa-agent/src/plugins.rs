@@ -8,5 +8,7 @@
 // Always linked: the image pipeline and the simulated hardware manager (the safe default).
 use ipa_hw_sim as _;
 use ipa_image as _;
+// The Ironic lifecycle (also called from `run`); registers the `rescue` extension.
+use ipa_ironic as _;
 #[cfg(feature = "hw-generic")]
 use ipa_hw_generic as _;
