@@ -12,3 +12,5 @@ use ipa_image as _;
 use ipa_ironic as _;
 #[cfg(feature = "hw-generic")]
 use ipa_hw_generic as _;
+#[cfg(feature = "transport-rest")]
+use ipa_transport_rest as _;
