@@ -108,6 +108,12 @@ async fn every_response_carries_ipa_headers() {
     assert!(v["started_at"].is_f64(), "{body}");
     assert!(v["version"].is_string(), "{body}");
     assert!(body.starts_with(r#"{"started_at": "#), "{body}");
+    // HEAD is GET without a body.
+    let wire =
+        raw_exchange(c.addr(), b"HEAD / HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
+            .await;
+    assert!(wire.starts_with("HTTP/1.1 200 OK\r\n"), "{wire}");
+    assert!(wire.ends_with("\r\n\r\n"), "no body after HEAD: {wire}");
     // Faults carry the same headers.
     let r = c.send(Method::GET, "/nope", &[], None).await.unwrap();
     assert_eq!(r.headers["server"], "ironic-python-agent");
@@ -201,6 +207,7 @@ async fn unknown_paths_404_and_wrong_methods_405_with_ipa_bodies() {
         (Method::POST, "/v1/status", "GET, HEAD"),
         (Method::DELETE, "/v1/commands/", "GET, HEAD, POST"),
         (Method::PUT, "/", "GET, HEAD"),
+        (Method::OPTIONS, "/v1/status", "GET, HEAD"),
         (Method::POST, "/v1/commands/some-id", "GET, HEAD"),
     ] {
         let r =
