@@ -14,3 +14,9 @@ use ipa_ironic as _;
 use ipa_hw_generic as _;
 #[cfg(feature = "transport-rest")]
 use ipa_transport_rest as _;
+#[cfg(feature = "hw-mellanox")]
+use ipa_hw_mellanox as _;
+#[cfg(feature = "hw-intel-cna")]
+use ipa_hw_intel_cna as _;
+#[cfg(feature = "hw-container")]
+use ipa_hw_container as _;
