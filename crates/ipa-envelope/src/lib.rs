@@ -236,6 +236,51 @@ impl Message {
     }
 }
 
+/// Connection state of a broker transport, published on a `watch` channel so that tests and
+/// operators can see *why* a link is down (wrong credentials, wrong CURVE key, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LinkState {
+    /// Not connected yet, or reconnecting.
+    #[default]
+    Connecting,
+    /// Connected (and authenticated).
+    Up {
+        /// Where.
+        endpoint: String,
+    },
+    /// The peer refused us (authentication, TLS, CURVE); retried with backoff.
+    Refused {
+        /// Why, in words an operator can act on.
+        reason: String,
+    },
+    /// The link dropped; reconnecting.
+    Down {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Serde helpers for config sections fed from the kernel command line, where every value is
+/// a string: accept `5000` and `"5000"` alike.
+pub mod de {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrStr {
+        N(u64),
+        S(String),
+    }
+
+    /// A `u64` given as a number or a string.
+    pub fn u64_lenient<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match NumOrStr::deserialize(d)? {
+            NumOrStr::N(n) => Ok(n),
+            NumOrStr::S(s) => s.trim().parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// The error for an envelope that cannot be understood.
 pub fn malformed(details: impl Into<String>) -> AgentError {
     AgentError::InvalidContent { details: details.into() }
