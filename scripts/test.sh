@@ -32,4 +32,7 @@ for f in transport-amqp transport-zmq hw-generic hw-mellanox hw-intel-cna hw-con
     cargo test -p ipa-agent --locked --no-default-features --features "$f" --test registered_plugins
   fi
 done
+# 3. The README's first command, verbatim, driven with its curl lines.
+tests/readme_commands.sh
+
 echo "all tests passed"

@@ -1,0 +1,174 @@
+//! The README's first command, end to end: the `ipa-agent` binary started standalone in a
+//! sandbox answers `/v1/status`, returns the simulated inventory over a real HTTP connection,
+//! records power actions instead of performing them, keeps the token out of its logs and stops
+//! cleanly on SIGTERM.
+#![cfg(feature = "transport-rest")]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const TOKEN: &str = "standalone-test-token-4f1d2c3b5a6978e0aa11bb22";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns (status, body).
+fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+struct Agent {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ipa-agent"))
+            .current_dir(dir.path())
+            .args(["--standalone", "--debug", "--kernel-cmdline", "none", "--sandbox"])
+            .arg(dir.path().join("sandbox"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--token", TOKEN])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Self { child, port, dir }
+    }
+
+    fn sandbox(&self) -> std::path::PathBuf {
+        self.dir.path().join("sandbox")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) -> Duration {
+        let t0 = Instant::now();
+        for _ in 0..200 {
+            if let Ok((200, _)) = http(self.port, "GET", "/v1/status", "") {
+                return t0.elapsed();
+            }
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!("agent exited early ({st}):\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("agent never answered /v1/status:\n{}", self.log());
+    }
+
+    fn command(&self, name: &str) -> Value {
+        let (code, body) = http(
+            self.port,
+            "POST",
+            &format!("/v1/commands/?agent_token={TOKEN}&wait=true"),
+            &format!(r#"{{"name":"{name}","params":{{}}}}"#),
+        )
+        .unwrap();
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signalling the child process this test started, by its PID.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        for _ in 0..200 {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = self.child.kill();
+        panic!("agent ignored SIGTERM:\n{}", self.log());
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn standalone_sandbox_agent_serves_the_simulated_machine_and_stops_on_sigterm() {
+    let mut agent = Agent::start();
+    let ready = agent.wait_ready();
+    assert!(ready < Duration::from_secs(10), "took {ready:?}");
+
+    let r = agent.command("poll.get_hardware_info");
+    assert_eq!(r["command_status"], "SUCCEEDED", "{r}");
+    assert_eq!(r["command_name"], "get_hardware_info");
+    assert_eq!(r["command_result"]["interfaces"][0]["mac_address"], "52:54:00:12:34:56");
+    assert_eq!(r["command_result"]["disks"][0]["name"], "/dev/vda");
+
+    // The simulated disk exists only inside the sandbox.
+    let disk = agent.sandbox().join("disks/vda");
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), 8 << 30);
+
+    // Power actions are recorded, never performed.
+    let r = agent.command("standby.power_off");
+    assert_eq!(r["command_status"], "SUCCEEDED", "{r}");
+    let power = std::fs::read_to_string(agent.sandbox().join("power.log")).unwrap();
+    assert!(power.contains("power_off") || power.contains("poweroff"), "{power}");
+
+    let status = agent.terminate();
+    assert!(status.success(), "exit status {status}");
+
+    let log = agent.log();
+    assert!(log.contains("SANDBOX"), "{log}");
+    assert!(!log.contains(TOKEN), "the agent token leaked into the log:\n{log}");
+    // Nothing but the log and the sandbox was created in the working directory.
+    let mut entries: Vec<_> = std::fs::read_dir(agent.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["agent.log", "sandbox"]);
+    assert!(Path::new(&agent.sandbox()).is_dir());
+}
