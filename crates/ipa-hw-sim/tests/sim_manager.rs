@@ -234,6 +234,8 @@ async fn root_device_hints_use_the_full_operator_grammar() {
     let (_t, svc, mgr) = ready(TWO_DISKS).await;
     svc.node.set(json!({"uuid": "n1", "properties": {"root_device": {"size": ">= 6"}}}));
     assert_eq!(mgr.get_os_install_device(false).await.unwrap(), "/dev/sdb");
-    svc.node.set(json!({"uuid": "n1", "instance_info": {"root_device": {"serial": "<or> S9 <or> S3"}}}));
+    svc.node.set(
+        json!({"uuid": "n1", "instance_info": {"root_device": {"serial": "<or> S9 <or> S3"}}}),
+    );
     assert_eq!(mgr.get_os_install_device(false).await.unwrap(), "/dev/sdc");
 }
