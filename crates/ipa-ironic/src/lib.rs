@@ -25,6 +25,8 @@ pub mod http;
 pub mod inspection;
 pub mod lifecycle;
 pub mod rescue;
+#[cfg(feature = "test-harness")]
+pub mod testing;
 
 pub use client::{ApiVersion, IronicClient};
 pub use error::IronicError;
