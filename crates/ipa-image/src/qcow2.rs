@@ -26,6 +26,8 @@ const ZERO_FLAG: u64 = 1;
 /// Largest accepted virtual size (64 TiB).
 pub const MAX_VIRTUAL_SIZE: u64 = 64 << 40;
 const MAX_L1_BYTES: u64 = 32 << 20;
+/// Largest accepted number of guest clusters (one state byte each).
+pub const MAX_CLUSTERS: u64 = 1 << 28;
 
 /// The parts of the qcow2 header the reader needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +89,9 @@ impl Header {
         let needed = size.div_ceil(cs).div_ceil(per_l2);
         if (l1_size as u64) < needed {
             return Err(invalid("qcow2 L1 table is too small for the virtual size"));
+        }
+        if size.div_ceil(cs) > MAX_CLUSTERS {
+            return Err(invalid("qcow2 image has too many clusters for its cluster size"));
         }
         if l1_size as u64 * 8 > MAX_L1_BYTES {
             return Err(invalid("qcow2 L1 table is too large"));
