@@ -176,8 +176,9 @@ pub struct CommandList {
     pub commands: Vec<CommandResult>,
 }
 
-/// An event envelope.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An event envelope. On the wire the event's own fields sit next to `v`, `kind`,
+/// `agent_id` and `ts` (`agent.*` events carry `agent_id` once, not twice).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// Protocol version.
     pub v: u32,
@@ -188,8 +189,45 @@ pub struct Event {
     /// Emission time, epoch seconds.
     pub ts: f64,
     /// The event itself (`"event": "command.finished"`, …).
-    #[serde(flatten)]
     pub event: AgentEvent,
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut obj = match serde_json::to_value(&self.event).map_err(serde::ser::Error::custom)? {
+            Value::Object(m) => m,
+            _ => return Err(serde::ser::Error::custom("event is not an object")),
+        };
+        obj.insert("v".into(), Value::from(self.v));
+        obj.insert("kind".into(), Value::from(self.kind.clone()));
+        obj.insert("agent_id".into(), Value::from(self.agent_id.clone()));
+        obj.insert("ts".into(), Value::from(self.ts));
+        Value::Object(obj).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut obj = match Value::deserialize(d)? {
+            Value::Object(m) => m,
+            _ => return Err(D::Error::custom("event must be an object")),
+        };
+        let v =
+            obj.remove("v").and_then(|v| v.as_u64()).ok_or_else(|| D::Error::missing_field("v"))?;
+        let kind = obj
+            .remove("kind")
+            .and_then(|k| k.as_str().map(str::to_string))
+            .unwrap_or_else(|| "event".into());
+        let ts = obj.remove("ts").and_then(|t| t.as_f64()).unwrap_or(0.0);
+        let agent_id = obj
+            .get("agent_id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| D::Error::missing_field("agent_id"))?;
+        let event = serde_json::from_value(Value::Object(obj)).map_err(D::Error::custom)?;
+        Ok(Event { v: v as u32, kind, agent_id, ts, event })
+    }
 }
 
 impl Event {
@@ -569,6 +607,10 @@ mod tests {
             Message::Event(back) => assert_eq!(back, ev),
             other => panic!("{other:?}"),
         }
+        let hb = Event::new("node-2", AgentEvent::AgentHeartbeat { agent_id: "node-2".into() });
+        let text = String::from_utf8(hb.encode()).unwrap();
+        assert_eq!(text.matches("agent_id").count(), 1, "{text}");
+        assert_eq!(Message::decode(text.as_bytes()).unwrap(), Message::Event(hb));
         let r = Reply::ok(Some("x".into()), json!(1));
         assert_eq!(Message::decode(&r.encode()).unwrap(), Message::Reply(r));
         assert!(Message::decode(b"{}").is_err());
