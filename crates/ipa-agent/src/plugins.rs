@@ -14,6 +14,10 @@ use ipa_ironic as _;
 use ipa_hw_generic as _;
 #[cfg(feature = "transport-rest")]
 use ipa_transport_rest as _;
+#[cfg(feature = "transport-amqp")]
+use ipa_transport_amqp as _;
+#[cfg(feature = "transport-zmq")]
+use ipa_transport_zmq as _;
 #[cfg(feature = "hw-mellanox")]
 use ipa_hw_mellanox as _;
 #[cfg(feature = "hw-intel-cna")]
