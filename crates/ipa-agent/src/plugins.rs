@@ -9,18 +9,18 @@
 use ipa_hw_sim as _;
 use ipa_image as _;
 // The Ironic lifecycle (also called from `run`); registers the `rescue` extension.
-use ipa_ironic as _;
-#[cfg(feature = "hw-generic")]
-use ipa_hw_generic as _;
-#[cfg(feature = "transport-rest")]
-use ipa_transport_rest as _;
-#[cfg(feature = "transport-amqp")]
-use ipa_transport_amqp as _;
-#[cfg(feature = "transport-zmq")]
-use ipa_transport_zmq as _;
-#[cfg(feature = "hw-mellanox")]
-use ipa_hw_mellanox as _;
-#[cfg(feature = "hw-intel-cna")]
-use ipa_hw_intel_cna as _;
 #[cfg(feature = "hw-container")]
 use ipa_hw_container as _;
+#[cfg(feature = "hw-generic")]
+use ipa_hw_generic as _;
+#[cfg(feature = "hw-intel-cna")]
+use ipa_hw_intel_cna as _;
+#[cfg(feature = "hw-mellanox")]
+use ipa_hw_mellanox as _;
+use ipa_ironic as _;
+#[cfg(feature = "transport-amqp")]
+use ipa_transport_amqp as _;
+#[cfg(feature = "transport-rest")]
+use ipa_transport_rest as _;
+#[cfg(feature = "transport-zmq")]
+use ipa_transport_zmq as _;
