@@ -5,10 +5,21 @@
 //! names one plugin crate; `tests/registered_plugins.rs` asserts the registered set for the
 //! features of the build. Add one line per new plugin crate.
 
-// Always linked: the image pipeline and the simulated hardware manager (the safe default).
+// Always linked: the simulated hardware manager (the safe default), the image pipeline and the
+// Ironic lifecycle (also called from `run`; registers the `rescue` extension).
 use ipa_hw_sim as _;
 use ipa_image as _;
-// The Ironic lifecycle (also called from `run`); registers the `rescue` extension.
+use ipa_ironic as _;
+
+// Transports.
+#[cfg(feature = "transport-amqp")]
+use ipa_transport_amqp as _;
+#[cfg(feature = "transport-rest")]
+use ipa_transport_rest as _;
+#[cfg(feature = "transport-zmq")]
+use ipa_transport_zmq as _;
+
+// Hardware managers.
 #[cfg(feature = "hw-container")]
 use ipa_hw_container as _;
 #[cfg(feature = "hw-generic")]
@@ -17,10 +28,3 @@ use ipa_hw_generic as _;
 use ipa_hw_intel_cna as _;
 #[cfg(feature = "hw-mellanox")]
 use ipa_hw_mellanox as _;
-use ipa_ironic as _;
-#[cfg(feature = "transport-amqp")]
-use ipa_transport_amqp as _;
-#[cfg(feature = "transport-rest")]
-use ipa_transport_rest as _;
-#[cfg(feature = "transport-zmq")]
-use ipa_transport_zmq as _;
