@@ -369,6 +369,25 @@ instance_master_path = {st}/master
         Ok(uuid)
     }
 
+    /// The node's current agent token, read from Ironic's database (the API always masks it).
+    /// Used by tests that prove the token never reaches a log line.
+    pub fn agent_token(&self, uuid: &str) -> Option<String> {
+        let venv = Self::venv()?;
+        let db = self.dir.path().join("ironic.sqlite");
+        let script = "import json,sqlite3,sys\n\
+            r=sqlite3.connect(sys.argv[1]).execute('select driver_internal_info from nodes where uuid=?',(sys.argv[2],)).fetchone()\n\
+            print((json.loads(r[0] or '{}') if r else {}).get('agent_secret_token') or '')";
+        let out = Command::new(venv.join("bin/python"))
+            .arg("-c")
+            .arg(script)
+            .arg(&db)
+            .arg(uuid)
+            .output()
+            .ok()?;
+        let t = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (!t.is_empty()).then_some(t)
+    }
+
     /// JSON-patch a node.
     pub fn patch_node(&self, uuid: &str, ops: Value) -> Result<Value, String> {
         self.ok("PATCH", &format!("/v1/nodes/{uuid}"), Some(&ops))
@@ -397,7 +416,9 @@ instance_master_path = {st}/master
         while t0.elapsed() < timeout {
             let n = self.node(uuid)?;
             let st = n["provision_state"].as_str().unwrap_or("");
-            let settled = st.contains("wait") || n["target_provision_state"].is_null();
+            let settled = st.contains("wait")
+                || st.ends_with("failed")
+                || n["target_provision_state"].is_null();
             if states.contains(&st) && settled {
                 return Ok(n);
             }
