@@ -38,6 +38,8 @@ fn agent_cfg(url: &str) -> AmqpConfig {
     c.reconnect_min_ms = 100;
     c.reconnect_max_ms = 1000;
     c.max_message_bytes = 64 * 1024;
+    // Short on purpose: the session must survive the ready deadline (regression).
+    c.ready_timeout_ms = 300;
     c
 }
 

@@ -589,7 +589,7 @@ mod tests {
 
     #[test]
     fn events_carry_agent_id_and_flattened_fields() {
-        let ev = Event::new(
+        let mut ev = Event::new(
             "node-1",
             AgentEvent::CommandFinished {
                 id: "r1".into(),
@@ -598,6 +598,7 @@ mod tests {
                 status: CommandStatus::Succeeded,
             },
         );
+        ev.ts = 1764102000.5; // exactly representable: the JSON float parser may round the last ULP
         let v = serde_json::to_value(&ev).unwrap();
         assert_eq!(v["kind"], "event");
         assert_eq!(v["event"], "command.finished");
@@ -607,7 +608,8 @@ mod tests {
             Message::Event(back) => assert_eq!(back, ev),
             other => panic!("{other:?}"),
         }
-        let hb = Event::new("node-2", AgentEvent::AgentHeartbeat { agent_id: "node-2".into() });
+        let mut hb = Event::new("node-2", AgentEvent::AgentHeartbeat { agent_id: "node-2".into() });
+        hb.ts = 2.25;
         let text = String::from_utf8(hb.encode()).unwrap();
         assert_eq!(text.matches("agent_id").count(), 1, "{text}");
         assert_eq!(Message::decode(text.as_bytes()).unwrap(), Message::Event(hb));

@@ -359,26 +359,48 @@ struct Shared {
     state: watch::Sender<LinkState>,
 }
 
+/// Reports readiness exactly once: on the first connect, or "(connecting)" after the timeout.
+#[derive(Clone)]
+struct ReadyOnce {
+    done: Arc<std::sync::atomic::AtomicBool>,
+    board: ipa_core::transport::ReadyBoard,
+}
+
+impl ReadyOnce {
+    fn report(&self, endpoint: String) {
+        if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.board.report(ReadyInfo { transport: "amqp".into(), endpoint });
+        }
+    }
+}
+
 async fn serve(cfg: AmqpConfig, mut ctx: TransportContext) -> Result<(), TransportError> {
     let shared = Shared { state: cfg.state.tx().clone(), cfg };
     let cfg = &shared.cfg;
     let mut backoff = cfg.reconnect_min_ms.max(10);
-    let mut reported = false;
-    let ready_deadline = tokio::time::sleep(Duration::from_millis(cfg.ready_timeout_ms));
-    tokio::pin!(ready_deadline);
+    let ready = ReadyOnce { done: Arc::default(), board: ctx.ready.clone() };
+    {
+        let ready = ready.clone();
+        let wait = Duration::from_millis(cfg.ready_timeout_ms);
+        let endpoint = cfg.display_endpoint();
+        let stop = ctx.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => return,
+            }
+            if !ready.done.load(std::sync::atomic::Ordering::SeqCst) {
+                tracing::warn!(broker = %endpoint, "amqp: broker not reachable yet; still trying in the background");
+                ready.report(format!("{endpoint} (connecting)"));
+            }
+        });
+    }
     let mut events = ctx.dispatcher.subscribe();
     loop {
         let agent_id = ctx.identity.borrow_and_update().clone();
         let mut connected = false;
-        let outcome = tokio::select! {
-            r = session(&shared, &mut ctx, &agent_id, &mut events, &mut reported, &mut connected) => r,
-            _ = &mut ready_deadline, if !reported => {
-                tracing::warn!(broker = %cfg.display_endpoint(), "amqp: broker not reachable yet; still trying in the background");
-                reported = true;
-                ctx.ready.report(ReadyInfo { transport: "amqp".into(), endpoint: format!("{} (connecting)", cfg.display_endpoint()) });
-                continue;
-            }
-        };
+        let outcome =
+            session(&shared, &mut ctx, &agent_id, &mut events, &ready, &mut connected).await;
         match outcome {
             Ok(SessionEnd::Shutdown) => return Ok(()),
             Ok(SessionEnd::IdentityChanged) => {
@@ -405,10 +427,6 @@ async fn serve(cfg: AmqpConfig, mut ctx: TransportContext) -> Result<(), Transpo
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(wait) => {}
-                    _ = &mut ready_deadline, if !reported => {
-                        reported = true;
-                        ctx.ready.report(ReadyInfo { transport: "amqp".into(), endpoint: format!("{} (connecting)", cfg.display_endpoint()) });
-                    }
                 }
                 backoff = (backoff * 2).min(cfg.reconnect_max_ms.max(cfg.reconnect_min_ms));
             }
@@ -464,7 +482,7 @@ async fn session(
     ctx: &mut TransportContext,
     agent_id: &str,
     events: &mut broadcast::Receiver<AgentEvent>,
-    reported: &mut bool,
+    ready: &ReadyOnce,
     connected: &mut bool,
 ) -> Result<SessionEnd, AmqpError> {
     let cfg = &shared.cfg;
@@ -515,10 +533,7 @@ async fn session(
     let endpoint = format!("{}/{queue}", cfg.display_endpoint());
     tracing::info!(%endpoint, %agent_id, "amqp: consuming");
     shared.state.send_replace(LinkState::Up { endpoint: endpoint.clone() });
-    if !*reported {
-        *reported = true;
-        ctx.ready.report(ReadyInfo { transport: "amqp".into(), endpoint });
-    }
+    ready.report(endpoint);
     let exchange = cfg.events_exchange.clone();
     publish_event(&ch, &exchange, agent_id, AgentEvent::AgentOnline { agent_id: agent_id.into() })
         .await?;

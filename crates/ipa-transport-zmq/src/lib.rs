@@ -299,12 +299,10 @@ impl ZmqConfig {
         })
     }
 
-    fn context_for(spec: &SocketSpec) -> zmq::Context {
-        match &spec.curve {
-            // A ZAP handler is bound per context.
-            Some(CurveRole::Server { allowed_clients: Some(_), .. }) => zmq::Context::new(),
-            _ => shared_context(),
-        }
+    fn context_for(_spec: &SocketSpec) -> zmq::Context {
+        // One context per transport instance: isolates libzmq state (and a CURVE server's ZAP
+        // handler, which is bound per context) between agents in one process.
+        zmq::Context::new()
     }
 }
 
