@@ -14,32 +14,43 @@
 //!   type 17 from `/sys/firmware/dmi/tables/DMI`; system vendor: `/sys/class/dmi/id`;
 //! * boot: `/sys/firmware/efi` and `BOOTIF` from `/proc/cmdline`; hostname: `gethostname`.
 //!
-//! This manager never writes: in sandbox mode destructive methods refuse, and in real mode
-//! erasure is left to managers that implement it.
+//! Steps (§5.6): clean `erase_devices` (10), `erase_devices_metadata` (99),
+//! `erase_devices_express` and `erase_pstore` (0); deploy `erase_devices_metadata` and
+//! `write_image`; service `write_image`. Erasure (see [`erase`]) chooses NVMe format, ATA
+//! security erase or a native overwrite and verifies the result by reading it back. Disks
+//! are only ever opened through `RunMode::device_path`: in sandbox mode the backing files under
+//! `<sandbox>/disks`, and a device without one is refused. Managers built without a run mode
+//! (`GenericOptions::disk_mode == None`) never write.
 
 pub mod bmc;
 pub mod collectors;
+pub mod erase;
 pub mod lldp;
 pub mod machine;
+mod steps;
 mod sys;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ipa_core::AgentServices;
 use ipa_core::error::AgentError;
+use ipa_core::extension::CommandContext;
 use ipa_core::hardware::hints::{self, HintDevice, RaidRootVolume};
 use ipa_core::hardware::{
     BlockDevice, BootInfo, Cpu, HardwareManager, HardwareManagerVersion, HardwareSupport,
     Inventory, Memory, NetworkInterface, SystemVendorInfo,
 };
+use ipa_core::hardware::{Step, StepCall, StepKind};
 use ipa_core::os::{CommandRunner, SystemRunner};
 use ipa_core::registry::HardwareManagerDescriptor;
+use ipa_core::{AgentServices, RunMode};
 use serde_json::{Map, Value};
 
-pub use machine::{Machine, RawDisk};
+pub use erase::{EraseError, EraseOutcome, ErasePolicy, Eraser};
+pub use machine::{EraseFacts, Machine, RawDisk};
 
 /// Errors of this crate, mapped to IPA's errors in one place.
 #[derive(Debug, thiserror::Error)]
@@ -53,13 +64,29 @@ pub enum GenericError {
     /// A background task failed.
     #[error("inventory task failed: {0}")]
     Task(String),
+    /// Erasure failed.
+    #[error(transparent)]
+    Erase(#[from] EraseError),
+    /// A step needs the agent services (the manager was built without them).
+    #[error("{0} needs the agent services")]
+    NoServices(&'static str),
 }
 
 impl From<GenericError> for AgentError {
     fn from(e: GenericError) -> Self {
         match e {
             GenericError::ReadOnly { .. } => AgentError::incompatible(e.to_string()),
-            GenericError::Task(_) => AgentError::internal("RuntimeError", e.to_string()),
+            GenericError::Task(_) | GenericError::NoServices(_) => {
+                AgentError::internal("RuntimeError", e.to_string())
+            }
+            GenericError::Erase(e) => match e {
+                EraseError::Erase { .. } => AgentError::BlockDeviceErase { details: e.to_string() },
+                EraseError::Device { .. } => AgentError::BlockDevice { details: e.to_string() },
+                EraseError::Protected { .. } => {
+                    AgentError::ProtectedDevice { details: e.to_string() }
+                }
+                EraseError::Incompatible(_) => AgentError::incompatible(e.to_string()),
+            },
         }
     }
 }
@@ -84,8 +111,16 @@ pub struct GenericOptions {
     pub lldp_timeout: Duration,
     /// `wait_for_disks` attempts and delay.
     pub disk_wait: (u32, Duration),
-    /// Whether this is real mode (destructive methods allowed).
+    /// Whether this is real mode.
     pub real_mode: bool,
+    /// How disks are opened (`RunMode::device_path`); `None`: never write (erase refuses).
+    pub disk_mode: Option<RunMode>,
+    /// Use `nvme`, `hdparm`, `wipefs`, `sgdisk` (real mode; tests script them with FakeRunner).
+    pub erase_tools: bool,
+    /// Native overwrite knobs.
+    pub overwrite: erase::native::OverwriteOptions,
+    /// Random regions read back after an erase.
+    pub verify_samples: usize,
 }
 
 impl Default for GenericOptions {
@@ -97,6 +132,10 @@ impl Default for GenericOptions {
             lldp_timeout: Duration::from_secs(30),
             disk_wait: (10, Duration::from_secs(3)),
             real_mode: false,
+            disk_mode: None,
+            erase_tools: false,
+            overwrite: Default::default(),
+            verify_samples: erase::VERIFY_SAMPLES,
         }
     }
 }
@@ -108,6 +147,7 @@ pub struct GenericHardwareManager {
     services: Weak<AgentServices>,
     bmc: Mutex<Option<BmcCache>>,
     raid_roots: Mutex<Vec<RaidRootVolume>>,
+    progress: Mutex<HashMap<String, CommandContext>>,
 }
 
 impl std::fmt::Debug for GenericHardwareManager {
@@ -129,6 +169,7 @@ impl GenericHardwareManager {
             services: Weak::new(),
             bmc: Mutex::new(None),
             raid_roots: Mutex::new(Vec::new()),
+            progress: Mutex::new(HashMap::new()),
         }
     }
 
@@ -149,6 +190,10 @@ impl GenericHardwareManager {
             lldp_timeout: Duration::from_secs_f64(cfg.lldp_timeout.clamp(0.0, 600.0)),
             disk_wait: (cfg.disk_wait_attempts, Duration::from_secs(cfg.disk_wait_delay)),
             real_mode: !services.mode.is_sandbox(),
+            disk_mode: Some(services.mode.clone()),
+            erase_tools: !services.mode.is_sandbox(),
+            overwrite: Default::default(),
+            verify_samples: erase::VERIFY_SAMPLES,
         };
         let mut m = Self::new(opts, services.runner.clone());
         m.services = Arc::downgrade(services);
@@ -454,13 +499,29 @@ impl HardwareManager for GenericHardwareManager {
 
     async fn erase_block_device(
         &self,
-        _node: &Value,
-        _device: &BlockDevice,
+        node: &Value,
+        device: &BlockDevice,
     ) -> Result<(), AgentError> {
-        if !self.opts.real_mode {
+        if self.opts.disk_mode.is_none() {
             return Err(GenericError::ReadOnly { method: "erase_block_device" }.into());
         }
-        Err(AgentError::incompatible("erase_block_device is not implemented by this manager"))
+        self.erase_one(node, device).await
+    }
+
+    async fn get_clean_steps(&self, _n: &Value, _p: &Value) -> Result<Vec<Step>, AgentError> {
+        Ok(self.steps(StepKind::Clean))
+    }
+
+    async fn get_deploy_steps(&self, _n: &Value, _p: &Value) -> Result<Vec<Step>, AgentError> {
+        Ok(self.steps(StepKind::Deploy))
+    }
+
+    async fn get_service_steps(&self, _n: &Value, _p: &Value) -> Result<Vec<Step>, AgentError> {
+        Ok(self.steps(StepKind::Service))
+    }
+
+    async fn execute_step(&self, call: StepCall<'_>) -> Result<Value, AgentError> {
+        self.run_step(call).await
     }
 }
 

@@ -33,6 +33,27 @@ pub struct FixtureAddrs {
     pub ipv6: Option<String>,
 }
 
+/// What [`Machine::erase_facts`] found about one device.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EraseFacts {
+    /// The device exists under `/sys/block`.
+    pub known: bool,
+    /// `/sys/block/<dev>/ro` (the parent's for a partition) is `1`.
+    pub read_only: bool,
+    /// The parent disk of a partition.
+    pub parent: Option<String>,
+    /// udev `ID_FS_TYPE` of the device itself.
+    pub fs_type: Option<String>,
+    /// udev `ID_FS_TYPE` of the device and its partitions.
+    pub fs_types: Vec<String>,
+    /// udev `ID_PART_ENTRY_TYPE` of its partitions (GUIDs or `0xfb`).
+    pub part_types: Vec<String>,
+    /// md arrays holding the device.
+    pub md_holders: Vec<String>,
+    /// It is the virtual-media device (`/dev/disk/by-label/ir-vfd-dev`).
+    pub vmedia: bool,
+}
+
 /// A read-only view of the machine under `root`.
 #[derive(Debug, Clone)]
 pub struct Machine {
@@ -605,6 +626,57 @@ impl Machine {
             return crate::sys::hostname().unwrap_or_default();
         }
         self.read("/proc/sys/kernel/hostname").unwrap_or_default()
+    }
+
+    /// Facts erasure needs about `/dev/<name>` (a disk or one of its partitions): read-only
+    /// flag (a partition inherits its parent's), udev filesystem / partition-entry types of the
+    /// device and its partitions, md holders, and whether it is the virtual-media device.
+    pub fn erase_facts(&self, dev: &str) -> EraseFacts {
+        let kname = dev.trim_start_matches("/dev/").replace('/', "!");
+        let mut facts = EraseFacts::default();
+        let (sysdir, parent) = if self.exists(&format!("/sys/block/{kname}")) {
+            (format!("/sys/block/{kname}"), None)
+        } else {
+            match self
+                .list("/sys/block")
+                .into_iter()
+                .find(|p| self.exists(&format!("/sys/block/{p}/{kname}/partition")))
+            {
+                Some(p) => (format!("/sys/block/{p}/{kname}"), Some(p)),
+                None => return facts,
+            }
+        };
+        facts.known = true;
+        let ro_dir = parent.as_ref().map(|p| format!("/sys/block/{p}")).unwrap_or(sysdir.clone());
+        facts.read_only = self.read(&format!("{ro_dir}/ro")).as_deref() == Some("1");
+        facts.parent = parent.map(|p| format!("/dev/{}", p.replace('!', "/")));
+        let mut dirs = vec![sysdir.clone()];
+        for p in self.list(&sysdir) {
+            if self.exists(&format!("{sysdir}/{p}/partition")) {
+                dirs.push(format!("{sysdir}/{p}"));
+            }
+        }
+        for (i, d) in dirs.iter().enumerate() {
+            let (maj, min) = self.devno(d);
+            let (props, _) = self.udev(&format!("{maj}:{min}"));
+            let get = |k: &str| props.get(k).filter(|v| !v.is_empty()).cloned();
+            if i == 0 {
+                facts.fs_type = get("ID_FS_TYPE");
+            }
+            facts.fs_types.extend(get("ID_FS_TYPE"));
+            facts.part_types.extend(get("ID_PART_ENTRY_TYPE"));
+        }
+        facts.md_holders = self
+            .list(&format!("{sysdir}/holders"))
+            .into_iter()
+            .filter(|h| h.starts_with("md"))
+            .map(|h| format!("/dev/{h}"))
+            .collect();
+        let vmedia = std::fs::canonicalize(self.path("/dev/disk/by-label/ir-vfd-dev"))
+            .ok()
+            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().to_string()));
+        facts.vmedia = vmedia.is_some_and(|v| v == kname);
+        facts
     }
 
     /// IPA's `any_ipmi_device_exists`: `/dev/ipmi*`, `/dev/ipmi/*`, `/dev/ipmidev/*`

@@ -1,0 +1,559 @@
+//! Native disk I/O for erasure: whole-device overwrite (zeros or a reproducible pseudo-random
+//! pattern) with large aligned `O_DIRECT` writes from a few worker threads, sampled read-back
+//! verification, and the metadata wipe (both ends, GPT regions, a few superblock offsets).
+//!
+//! Everything here takes a path that already went through `RunMode::device_path`; nothing in
+//! this module decides which device to open.
+
+use std::fs::{File, OpenOptions};
+use std::hash::{Hash, Hasher};
+use std::io::{Seek, SeekFrom};
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Alignment for `O_DIRECT` buffers, offsets and lengths (covers 512 B and 4 KiB sectors).
+pub const ALIGN: usize = 4096;
+/// Bytes per write request.
+pub const CHUNK: usize = 8 << 20;
+/// Granularity of the pseudo-random pattern: each block's bytes depend only on the pass seed
+/// and the block's offset, so any sampled region can be recomputed for verification.
+pub const PATTERN_BLOCK: u64 = 64 << 10;
+/// Bytes read back at the head and at the tail of a device.
+pub const EDGE_SAMPLE: u64 = 1 << 20;
+/// Bytes per random sample.
+pub const RANDOM_SAMPLE: u64 = 256 << 10;
+
+/// A page-aligned heap buffer (for `O_DIRECT`).
+pub struct AlignedBuf {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the buffer is uniquely owned heap memory.
+unsafe impl Send for AlignedBuf {}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuf").field("len", &self.len).finish()
+    }
+}
+
+impl AlignedBuf {
+    /// A zeroed buffer of `len` bytes (rounded up to [`ALIGN`]).
+    pub fn zeroed(len: usize) -> Self {
+        let len = len.max(ALIGN).div_ceil(ALIGN) * ALIGN;
+        let layout = std::alloc::Layout::from_size_align(len, ALIGN).expect("valid layout");
+        // SAFETY: layout has a non-zero size.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr =
+            std::ptr::NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        Self { ptr, len }
+    }
+    fn layout(&self) -> std::alloc::Layout {
+        std::alloc::Layout::from_size_align(self.len, ALIGN).expect("valid layout")
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: ptr is valid for len initialised bytes for the buffer's lifetime.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and we hold the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with the same layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout()) }
+    }
+}
+
+/// An open target: a direct handle when the filesystem/device accepts `O_DIRECT`, and a
+/// buffered handle for unaligned remainders.
+#[derive(Debug)]
+pub struct Target {
+    direct: Option<File>,
+    buffered: File,
+    /// Size in bytes (seek to end: works for block devices and files).
+    pub size: u64,
+}
+
+impl Target {
+    /// Open `path` (read-write when `write`).
+    pub fn open(path: &Path, write: bool) -> std::io::Result<Self> {
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(write);
+        let mut buffered = opts.open(path)?;
+        let size = buffered.seek(SeekFrom::End(0))?;
+        let direct = opts.custom_flags(libc::O_DIRECT).open(path).ok();
+        Ok(Self { direct, buffered, size })
+    }
+
+    /// Whether writes bypass the page cache.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
+        match &self.direct {
+            Some(d) if is_aligned(off, buf.len()) => d.write_all_at(buf, off),
+            _ => self.buffered.write_all_at(buf, off),
+        }
+    }
+
+    fn read_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+        match &self.direct {
+            Some(d) if is_aligned(off, buf.len()) => d.read_exact_at(buf, off),
+            _ => self.buffered.read_exact_at(buf, off),
+        }
+    }
+
+    /// Flush data to stable storage (a cache flush on block devices).
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.buffered.sync_data()?;
+        if let Some(d) = &self.direct {
+            d.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+fn is_aligned(off: u64, len: usize) -> bool {
+    off.is_multiple_of(ALIGN as u64) && len.is_multiple_of(ALIGN)
+}
+
+/// What one overwrite pass writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pattern {
+    /// Binary zeros.
+    Zero,
+    /// The reproducible pseudo-random stream of this seed.
+    Random(u64),
+}
+
+/// splitmix64: seeds the per-block generator.
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Fill `buf` (which starts at device offset `off`, a multiple of [`PATTERN_BLOCK`] or not)
+/// with the pattern's bytes for that range.
+pub fn fill_pattern(pattern: Pattern, buf: &mut [u8], off: u64) {
+    let Pattern::Random(seed) = pattern else {
+        buf.fill(0);
+        return;
+    };
+    let mut pos = 0usize;
+    while pos < buf.len() {
+        let abs = off + pos as u64;
+        let block = abs / PATTERN_BLOCK;
+        let in_block = abs % PATTERN_BLOCK;
+        let take = ((PATTERN_BLOCK - in_block) as usize).min(buf.len() - pos);
+        // xorshift64* stream, one 8-byte word per step, restarted at every block.
+        let mut x = splitmix(seed ^ block.wrapping_mul(0xA24B_AED4_963E_E407)) | 1;
+        let skip_words = in_block / 8;
+        for _ in 0..skip_words {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+        }
+        let mut word_off = (in_block % 8) as usize;
+        let mut written = 0;
+        while written < take {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let w = x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            let n = (8 - word_off).min(take - written);
+            buf[pos + written..pos + written + n].copy_from_slice(&w[word_off..word_off + n]);
+            written += n;
+            word_off = 0;
+        }
+        pos += take;
+    }
+}
+
+/// Knobs of one overwrite pass.
+#[derive(Debug, Clone, Default)]
+pub struct OverwriteOptions {
+    /// Worker threads (queue depth); 0 means 4.
+    pub workers: usize,
+    /// Test hook: byte range the writer deliberately leaves untouched (to prove that
+    /// verification catches a writer that misses a region). Never set in production.
+    #[doc(hidden)]
+    pub skip_for_tests: Option<Range<u64>>,
+}
+
+/// Why an overwrite stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum OverwriteError {
+    /// An I/O error at an offset.
+    #[error("write at offset {offset} failed: {source}")]
+    Io {
+        /// Byte offset.
+        offset: u64,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The operation was cancelled (step aborted).
+    #[error("cancelled after {done} bytes")]
+    Cancelled {
+        /// Bytes written.
+        done: u64,
+    },
+}
+
+/// Overwrite the whole target with `pattern`, then flush. `progress(done)` is called from the
+/// calling thread about twice a second.
+pub fn overwrite(
+    t: &Target,
+    pattern: Pattern,
+    opts: &OverwriteOptions,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, OverwriteError> {
+    let size = t.size;
+    let chunks = size.div_ceil(CHUNK as u64);
+    let next = AtomicU64::new(0);
+    let done = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let workers =
+        if opts.workers == 0 { 4 } else { opts.workers }.max(1).min(chunks.max(1) as usize);
+    let first_err: std::sync::Mutex<Option<OverwriteError>> = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                let mut buf = AlignedBuf::zeroed(CHUNK);
+                loop {
+                    if cancel.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= chunks {
+                        return;
+                    }
+                    let off = i * CHUNK as u64;
+                    let len = (size - off).min(CHUNK as u64) as usize;
+                    let data = &mut buf[..len];
+                    if pattern != Pattern::Zero {
+                        fill_pattern(pattern, data, off);
+                    }
+                    let r = match &opts.skip_for_tests {
+                        Some(skip) => write_skipping(t, data, off, skip),
+                        None => t.write_at(data, off),
+                    };
+                    if let Err(source) = r {
+                        failed.store(true, Ordering::Relaxed);
+                        let mut g = first_err.lock().unwrap_or_else(|p| p.into_inner());
+                        g.get_or_insert(OverwriteError::Io { offset: off, source });
+                        return;
+                    }
+                    done.fetch_add(len as u64, Ordering::Relaxed);
+                }
+            });
+        }
+        // Progress from the calling thread until every chunk is written or work stops.
+        let mut last = Instant::now();
+        loop {
+            let d = done.load(Ordering::Relaxed);
+            let stop = failed.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed);
+            if d >= size || stop {
+                progress(d);
+                break;
+            }
+            if last.elapsed() >= Duration::from_millis(500) {
+                progress(d);
+                last = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    if let Some(e) = first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let written = done.load(Ordering::Relaxed);
+    if cancel.load(Ordering::Relaxed) && written < size {
+        return Err(OverwriteError::Cancelled { done: written });
+    }
+    t.sync().map_err(|source| OverwriteError::Io { offset: size, source })?;
+    Ok(written)
+}
+
+fn write_skipping(t: &Target, data: &[u8], off: u64, skip: &Range<u64>) -> std::io::Result<()> {
+    let end = off + data.len() as u64;
+    if end <= skip.start || off >= skip.end {
+        return t.write_at(data, off);
+    }
+    if off < skip.start {
+        t.write_at(&data[..(skip.start - off) as usize], off)?;
+    }
+    if end > skip.end {
+        t.write_at(&data[(skip.end - off) as usize..], skip.end)?;
+    }
+    Ok(())
+}
+
+/// Regions read back after an erase: the head and tail ([`EDGE_SAMPLE`] each) and `random`
+/// aligned regions of [`RANDOM_SAMPLE`] at offsets drawn from `seed`. Sorted, merged.
+pub fn sample_regions(size: u64, random: usize, seed: u64) -> Vec<Range<u64>> {
+    let mut v = vec![0..EDGE_SAMPLE.min(size), size.saturating_sub(EDGE_SAMPLE)..size];
+    if size > 2 * EDGE_SAMPLE + RANDOM_SAMPLE {
+        let span = size - RANDOM_SAMPLE;
+        for i in 0..random {
+            let r = splitmix(seed.wrapping_add(i as u64)) % span;
+            let start = r / ALIGN as u64 * ALIGN as u64;
+            v.push(start..start + RANDOM_SAMPLE);
+        }
+    }
+    v.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for r in v.into_iter().filter(|r| r.start < r.end) {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// What verification expects of the sampled regions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expect {
+    /// The pattern a pass wrote (zeros, or the reproducible random stream).
+    Pattern(Pattern),
+    /// The content must differ from these fingerprints taken before the erase (for methods
+    /// that guarantee the data is gone but not what replaces it).
+    ChangedFrom(Vec<Fingerprint>),
+}
+
+/// A region's fingerprint before an erase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// Region.
+    pub range: Range<u64>,
+    /// Hash of its bytes.
+    pub hash: u64,
+    /// All bytes equal (such regions cannot show a change reliably and are not judged).
+    pub uniform: bool,
+}
+
+/// A failed verification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// A byte differs from what the method guarantees.
+    #[error("byte at offset {offset} is {found:#04x}, expected {expected:#04x}")]
+    Mismatch {
+        /// Absolute offset.
+        offset: u64,
+        /// Found.
+        found: u8,
+        /// Expected.
+        expected: u8,
+    },
+    /// A region still holds exactly what it held before the erase.
+    #[error("region {start}..{end} is unchanged by the erase")]
+    Unchanged {
+        /// Start.
+        start: u64,
+        /// End.
+        end: u64,
+    },
+    /// Reading back failed.
+    #[error("read back at offset {offset} failed: {reason}")]
+    Read {
+        /// Offset.
+        offset: u64,
+        /// OS error.
+        reason: String,
+    },
+}
+
+fn read_region(t: &Target, r: &Range<u64>, buf: &mut AlignedBuf) -> Result<usize, VerifyError> {
+    let len = (r.end - r.start) as usize;
+    if buf.len() < len {
+        *buf = AlignedBuf::zeroed(len);
+    }
+    let data = &mut buf[..len];
+    t.read_at(data, r.start)
+        .map_err(|e| VerifyError::Read { offset: r.start, reason: e.to_string() })?;
+    Ok(len)
+}
+
+/// Fingerprint regions before an erase.
+pub fn fingerprint(t: &Target, regions: &[Range<u64>]) -> Result<Vec<Fingerprint>, VerifyError> {
+    let mut buf = AlignedBuf::zeroed(EDGE_SAMPLE as usize);
+    let mut out = Vec::new();
+    for r in regions {
+        let len = read_region(t, r, &mut buf)?;
+        let data = &buf[..len];
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        data.hash(&mut h);
+        let uniform = data.iter().all(|b| *b == data[0]);
+        out.push(Fingerprint { range: r.clone(), hash: h.finish(), uniform });
+    }
+    Ok(out)
+}
+
+/// Read back `regions` and check them against `expect`. Returns the bytes checked.
+pub fn verify(t: &Target, regions: &[Range<u64>], expect: &Expect) -> Result<u64, VerifyError> {
+    match expect {
+        Expect::Pattern(p) => {
+            let mut buf = AlignedBuf::zeroed(EDGE_SAMPLE as usize);
+            let mut want = Vec::new();
+            let mut checked = 0;
+            for r in regions {
+                let len = read_region(t, r, &mut buf)?;
+                want.resize(len, 0);
+                fill_pattern(*p, &mut want, r.start);
+                if let Some(i) = buf[..len].iter().zip(&want).position(|(a, b)| a != b) {
+                    return Err(VerifyError::Mismatch {
+                        offset: r.start + i as u64,
+                        found: buf[i],
+                        expected: want[i],
+                    });
+                }
+                checked += len as u64;
+            }
+            Ok(checked)
+        }
+        Expect::ChangedFrom(before) => {
+            let ranges: Vec<Range<u64>> = before.iter().map(|f| f.range.clone()).collect();
+            let after = fingerprint(t, &ranges)?;
+            let mut checked = 0;
+            for (b, a) in before.iter().zip(&after) {
+                if !b.uniform && b.hash == a.hash {
+                    return Err(VerifyError::Unchanged { start: b.range.start, end: b.range.end });
+                }
+                checked += b.range.end - b.range.start;
+            }
+            Ok(checked)
+        }
+    }
+}
+
+/// Byte ranges a metadata wipe zeroes on a device of `size` bytes with `sector`-byte logical
+/// sectors: IPA's 33 (512 B) / 5 (4 KiB) sectors at both ends, the GPT partition-entry arrays
+/// and the backup header named by a primary GPT header (even when the device was resized and
+/// the backup is no longer at the end), the btrfs superblock (64 KiB) and the md 0.90
+/// superblock (last 64 KiB-aligned 64 KiB). Sorted, merged, clamped to the device.
+pub fn metadata_regions(size: u64, sector: u64, gpt_header: Option<&[u8]>) -> Vec<Range<u64>> {
+    let count = if sector >= 4096 { 5 } else { 33 };
+    let edge = (sector * count).min(size);
+    let mut v = vec![0..edge, size - edge..size, 64 << 10..(64 << 10) + 4096];
+    let md = (size & !((64 << 10) - 1)).saturating_sub(64 << 10);
+    v.push(md..md + (64 << 10));
+    if let Some(h) = gpt_header.filter(|h| h.len() >= 92 && &h[..8] == b"EFI PART") {
+        let u64_at = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap_or([0; 8]));
+        let u32_at = |o: usize| u32::from_le_bytes(h[o..o + 4].try_into().unwrap_or([0; 4]));
+        let backup_lba = u64_at(32);
+        let entries_lba = u64_at(72);
+        let entries_len = u64::from(u32_at(80)) * u64::from(u32_at(84));
+        let entries_len = entries_len.min(1 << 20).div_ceil(sector) * sector;
+        v.push(entries_lba * sector..entries_lba * sector + entries_len);
+        // The backup header, and its entry array right before it.
+        let bh = backup_lba.saturating_mul(sector);
+        v.push(bh.saturating_sub(entries_len)..bh.saturating_add(sector));
+    }
+    v.iter_mut().for_each(|r| {
+        r.start = r.start.min(size);
+        r.end = r.end.min(size);
+    });
+    v.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for r in v.into_iter().filter(|r| r.start < r.end) {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// Zero the metadata regions of `path` and flush. Returns the regions zeroed.
+pub fn wipe_metadata(path: &Path, sector: u64) -> std::io::Result<Vec<Range<u64>>> {
+    let t = Target::open(path, true)?;
+    let sector = if sector == 0 { 512 } else { sector };
+    let mut header = vec![0u8; sector as usize];
+    let gpt = (t.size >= 2 * sector && t.buffered.read_exact_at(&mut header, sector).is_ok())
+        .then_some(header.as_slice());
+    let regions = metadata_regions(t.size, sector, gpt);
+    let mut buf = AlignedBuf::zeroed(CHUNK);
+    for r in &regions {
+        let mut off = r.start;
+        while off < r.end {
+            let n = (r.end - off).min(CHUNK as u64) as usize;
+            buf[..n].fill(0);
+            t.write_at(&buf[..n], off)?;
+            off += n as u64;
+        }
+    }
+    t.sync()?;
+    Ok(regions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_is_reproducible_at_any_offset() {
+        let mut whole = vec![0u8; 3 * PATTERN_BLOCK as usize];
+        fill_pattern(Pattern::Random(7), &mut whole, 0);
+        let mut part = vec![0u8; 100_003];
+        fill_pattern(Pattern::Random(7), &mut part, 12_345);
+        assert_eq!(&whole[12_345..12_345 + 100_003], &part[..]);
+        assert!(whole.iter().filter(|b| **b == 0).count() < whole.len() / 100);
+        let mut other = vec![0u8; 4096];
+        fill_pattern(Pattern::Random(8), &mut other, 0);
+        assert_ne!(&whole[..4096], &other[..]);
+    }
+
+    #[test]
+    fn samples_cover_head_and_tail_and_stay_inside() {
+        let size = 1 << 30;
+        let r = sample_regions(size, 16, 42);
+        assert_eq!(r[0].start, 0);
+        assert_eq!(r.last().unwrap().end, size);
+        assert!(r.len() >= 3);
+        assert!(r.windows(2).all(|w| w[0].end < w[1].start));
+        // Tiny device: one merged region covering it all.
+        assert_eq!(sample_regions(5000, 16, 1), vec![0..5000]);
+    }
+
+    #[test]
+    fn metadata_regions_follow_a_gpt_header_to_a_moved_backup() {
+        let mut h = vec![0u8; 512];
+        h[..8].copy_from_slice(b"EFI PART");
+        h[32..40].copy_from_slice(&1_000_000u64.to_le_bytes()); // backup at old end
+        h[72..80].copy_from_slice(&2u64.to_le_bytes());
+        h[80..84].copy_from_slice(&128u32.to_le_bytes());
+        h[84..88].copy_from_slice(&128u32.to_le_bytes());
+        let size = 2_000_000 * 512;
+        let r = metadata_regions(size, 512, Some(&h));
+        let covers = |a: u64, b: u64| r.iter().any(|x| x.start <= a && b <= x.end);
+        assert!(covers(0, 33 * 512));
+        assert!(covers(size - 33 * 512, size));
+        assert!(covers(1_000_000 * 512 - 32 * 512, 1_000_001 * 512), "{r:?}");
+        assert!(covers(64 << 10, (64 << 10) + 4096));
+        // 4 KiB sectors: 5 sectors each end.
+        let r4 = metadata_regions(1 << 30, 4096, None);
+        assert_eq!(r4[0], 0..5 * 4096);
+        assert_eq!(r4.last().unwrap().end, 1 << 30);
+        // Tiny device is clamped.
+        assert_eq!(metadata_regions(4096, 512, None), vec![0..4096]);
+    }
+}

@@ -1,0 +1,303 @@
+//! The generic manager's steps (spec §5.6) and their implementations.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use futures_util::StreamExt;
+use ipa_core::error::AgentError;
+use ipa_core::hardware::{BlockDevice, HardwareManager, Step, StepCall, StepKind};
+use serde_json::{Map, Value, json};
+
+use crate::erase::{CancelOnDrop, EraseError, EraseOutcome, ErasePolicy, Eraser};
+use crate::{GenericError, GenericHardwareManager, lock};
+
+impl GenericHardwareManager {
+    /// Whether steps are offered: a manager that may write (`disk_mode`), and in sandbox mode
+    /// only over a fixture tree (over the live host the disks are the host's own, which the
+    /// sandbox never touches; the simulated manager's steps apply instead).
+    pub(crate) fn offers_steps(&self) -> bool {
+        match &self.opts.disk_mode {
+            None => false,
+            Some(m) if m.is_sandbox() => !self.opts.machine.is_live(),
+            Some(_) => true,
+        }
+    }
+
+    /// The step list of `kind` (IPA names, priorities, interfaces, abortable flags, argsinfo).
+    pub fn steps(&self, kind: StepKind) -> Vec<Step> {
+        if !self.offers_steps() {
+            return Vec::new();
+        }
+        let write_image = || {
+            Step::new("write_image", 0, "deploy")
+                .arg(
+                    "image_info",
+                    "Image information (URLs, checksum, format) as Ironic sends it",
+                    true,
+                )
+                .arg("configdrive", "Config drive: a gzipped, base64-encoded ISO or a URL", false)
+        };
+        match kind {
+            StepKind::Clean => vec![
+                Step::new("erase_devices", 10, "deploy").abortable(true),
+                Step::new("erase_devices_metadata", 99, "deploy").abortable(true),
+                Step::new("erase_devices_express", 0, "deploy").abortable(true),
+                Step::new("erase_pstore", 0, "deploy").abortable(true),
+            ],
+            StepKind::Deploy => {
+                vec![Step::new("erase_devices_metadata", 0, "deploy"), write_image()]
+            }
+            StepKind::Service => vec![write_image()],
+        }
+    }
+
+    /// An erase engine for `node` (refuses when the manager may not write).
+    pub fn eraser(&self, node: &Value) -> Result<Eraser, AgentError> {
+        let Some(mode) = self.opts.disk_mode.clone() else {
+            return Err(GenericError::ReadOnly { method: "erase" }.into());
+        };
+        Ok(Eraser {
+            runner: self.runner.clone(),
+            mode,
+            machine: self.opts.machine.clone(),
+            tools: self.opts.erase_tools,
+            policy: ErasePolicy::from_node(node),
+            overwrite: self.opts.overwrite.clone(),
+            samples: self.opts.verify_samples,
+        })
+    }
+
+    /// Run a step of ours.
+    pub(crate) async fn run_step(&self, call: StepCall<'_>) -> Result<Value, AgentError> {
+        if !self.steps(call.kind).iter().any(|s| s.step == call.step) {
+            return Err(AgentError::incompatible(format!(
+                "{} is not a {} step of the generic manager",
+                call.step,
+                call.kind.as_str()
+            )));
+        }
+        match call.step {
+            "erase_devices" => self.erase_devices(&call).await,
+            "erase_devices_metadata" => self.erase_devices_metadata(call.node).await,
+            "erase_devices_express" => self.erase_devices_express(call.node).await,
+            "erase_pstore" => self.erase_pstore().await,
+            "write_image" => {
+                let services =
+                    self.services.upgrade().ok_or(GenericError::NoServices("write_image"))?;
+                ipa_image::write_image(&services, &call.args, call.ctx).await
+            }
+            other => Err(AgentError::incompatible(format!("{other} is not implemented"))),
+        }
+    }
+
+    async fn kept_disks(&self, node: &Value) -> Result<Vec<BlockDevice>, AgentError> {
+        Ok(self.candidate_devices(Some(node)).await?.into_iter().map(|h| h.device).collect())
+    }
+
+    /// IPA's `erase_devices`: every disk left after skip lists and filters, a safety check,
+    /// then `erase_block_device` through the managers, `disk_erasure_concurrency` at a time.
+    async fn erase_devices(&self, call: &StepCall<'_>) -> Result<Value, AgentError> {
+        let node = call.node;
+        let eraser = self.eraser(node)?;
+        let disks = self.kept_disks(node).await?;
+        for d in &disks {
+            eraser.safety_check(&d.name, &eraser.facts(&d.name)).map_err(GenericError::from)?;
+        }
+        {
+            let mut p = lock(&self.progress);
+            for d in &disks {
+                p.insert(d.name.clone(), call.ctx.clone());
+            }
+        }
+        let hw = self.services.upgrade().and_then(|s| s.hardware());
+        let results: Vec<(String, Result<(), AgentError>)> =
+            futures_util::stream::iter(disks.iter().cloned().map(|d| {
+                let node = node.clone();
+                let hw = hw.clone();
+                async move {
+                    let r = match &hw {
+                        Some(hw) => {
+                            hw.dispatch("erase_block_device", |m| {
+                                let (node, d) = (node.clone(), d.clone());
+                                Box::pin(async move { m.erase_block_device(&node, &d).await })
+                            })
+                            .await
+                        }
+                        None => self.erase_block_device(&node, &d).await,
+                    };
+                    (d.name, r)
+                }
+            }))
+            .buffer_unordered(eraser.policy.concurrency)
+            .collect()
+            .await;
+        {
+            let mut p = lock(&self.progress);
+            for d in &disks {
+                p.remove(&d.name);
+            }
+        }
+        let mut out = Map::new();
+        for d in &disks {
+            if let Some((_, Err(e))) = results.iter().find(|(n, _)| *n == d.name) {
+                return Err(e.clone());
+            }
+            out.insert(d.name.clone(), Value::Null);
+        }
+        Ok(Value::Object(out))
+    }
+
+    /// Erase one device (the trait method): progress goes to the running step's context.
+    pub(crate) async fn erase_one(
+        &self,
+        node: &Value,
+        device: &BlockDevice,
+    ) -> Result<(), AgentError> {
+        let eraser = self.eraser(node)?;
+        let ctx = lock(&self.progress).get(&device.name).cloned();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let _guard = CancelOnDrop(cancel.clone());
+        match eraser
+            .erase_device(device, ctx.as_ref(), &cancel)
+            .await
+            .map_err(GenericError::from)?
+        {
+            EraseOutcome::Skipped(reason) => {
+                tracing::info!(device = %device.name, reason, "erase skipped");
+            }
+            EraseOutcome::Erased { method, .. } => {
+                tracing::info!(device = %device.name, method, "erased and verified");
+            }
+        }
+        Ok(())
+    }
+
+    /// Disks kept for erasure plus their partitions, partitions first (reverse name order).
+    async fn metadata_targets(&self, node: &Value) -> Result<Vec<BlockDevice>, AgentError> {
+        let kept: BTreeSet<String> =
+            self.kept_disks(node).await?.into_iter().map(|d| d.name).collect();
+        let all = self.blocking(|m| m.block_devices(true)).await?;
+        let mut out: Vec<BlockDevice> = all
+            .into_iter()
+            .map(|r| r.device)
+            .filter(|d| {
+                kept.contains(&d.name)
+                    || self
+                        .opts
+                        .machine
+                        .erase_facts(&d.name)
+                        .parent
+                        .is_some_and(|p| kept.contains(&p))
+            })
+            .collect();
+        out.sort_by(|a, b| b.name.cmp(&a.name));
+        Ok(out)
+    }
+
+    async fn wipe_metadata_of(
+        &self,
+        eraser: &Eraser,
+        devices: &[BlockDevice],
+    ) -> Result<(), AgentError> {
+        let mut errors = Vec::new();
+        for d in devices {
+            let facts = eraser.facts(&d.name);
+            if facts.vmedia
+                || facts.read_only
+                || facts.fs_type.as_deref() == Some("linux_raid_member")
+                || !facts.md_holders.is_empty()
+            {
+                tracing::info!(device = %d.name, "metadata erase skipped (vmedia, read-only or RAID member)");
+                continue;
+            }
+            eraser.safety_check(&d.name, &facts).map_err(GenericError::from)?;
+            if eraser.mode.is_sandbox()
+                && facts.parent.is_some()
+                && !eraser.mode.device_path(&d.name).exists()
+            {
+                // Sandbox partitions are regions of the disk file, not files of their own.
+                tracing::debug!(device = %d.name, "no sandbox backing file for the partition");
+                continue;
+            }
+            if let Err(e) = eraser.erase_metadata(d).await {
+                errors.push(e.to_string());
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(GenericError::from(EraseError::Erase {
+                device: devices.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", "),
+                reason: errors.join("; "),
+            })
+            .into())
+        }
+    }
+
+    async fn erase_devices_metadata(&self, node: &Value) -> Result<Value, AgentError> {
+        let eraser = self.eraser(node)?;
+        let targets = self.metadata_targets(node).await?;
+        self.wipe_metadata_of(&eraser, &targets).await?;
+        Ok(Value::Null)
+    }
+
+    /// NVMe format where allowed; otherwise, or if it fails, a metadata erase.
+    async fn erase_devices_express(&self, node: &Value) -> Result<Value, AgentError> {
+        let eraser = self.eraser(node)?;
+        let targets = self.metadata_targets(node).await?;
+        let mut formatted = BTreeSet::new();
+        for d in targets.iter().filter(|d| eraser.facts(&d.name).parent.is_none()) {
+            let facts = eraser.facts(&d.name);
+            if eraser.skip_reason(&d.name, &facts).ok().flatten().is_some() || facts.read_only {
+                continue;
+            }
+            eraser.safety_check(&d.name, &facts).map_err(GenericError::from)?;
+            match eraser.express_nvme(d).await {
+                Ok(true) => {
+                    formatted.insert(d.name.clone());
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(device = %d.name, error = %e, "NVMe format failed; metadata erase instead")
+                }
+            }
+        }
+        let rest: Vec<BlockDevice> = targets
+            .into_iter()
+            .filter(|d| {
+                let disk = eraser.facts(&d.name).parent.unwrap_or_else(|| d.name.clone());
+                !formatted.contains(&disk)
+            })
+            .collect();
+        self.wipe_metadata_of(&eraser, &rest).await?;
+        Ok(json!(null))
+    }
+
+    /// Empty the pstore filesystem named in `/proc/mounts` (under the sandbox root in sandbox
+    /// mode).
+    async fn erase_pstore(&self) -> Result<Value, AgentError> {
+        let Some(mode) = self.opts.disk_mode.clone() else {
+            return Err(GenericError::ReadOnly { method: "erase_pstore" }.into());
+        };
+        let mounts = self.opts.machine.read("/proc/mounts").unwrap_or_default();
+        let Some(mp) = mounts.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && f[2] == "pstore").then(|| f[1].to_string())
+        }) else {
+            tracing::warn!("no pstore mount found; nothing to erase");
+            return Ok(Value::Null);
+        };
+        let dir = if mode.is_sandbox() { mode.os_path(&mp) } else { mp.into() };
+        let entries =
+            std::fs::read_dir(&dir).map(|rd| rd.flatten().collect::<Vec<_>>()).unwrap_or_default();
+        for e in entries {
+            let p = e.path();
+            let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            r.map_err(|err| {
+                AgentError::execution(format!("cannot remove {}: {err}", p.display()))
+            })?;
+        }
+        Ok(Value::Null)
+    }
+}

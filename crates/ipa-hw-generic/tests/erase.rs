@@ -1,0 +1,466 @@
+//! Erasure: method choice with scripted tools (FakeRunner), native overwrite and read-back
+//! verification on file-backed disks in a temporary sandbox, metadata wipe, steps.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use async_trait::async_trait;
+use ipa_core::extension::CommandContext;
+use ipa_core::hardware::{BlockDevice, HardwareManager, StepCall, StepKind};
+use ipa_core::os::{
+    CommandRunner, ExecError, ExecOutput, ExecRequest, FakeResponse, FakeRunner, SandboxRunner,
+};
+use ipa_core::{AgentError, RunMode};
+use ipa_hw_generic::erase::native::OverwriteOptions;
+use ipa_hw_generic::{
+    EraseError, EraseOutcome, ErasePolicy, Eraser, GenericHardwareManager, GenericOptions, Machine,
+};
+use serde_json::{Value, json};
+
+const MIB: u64 = 1 << 20;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// A disk file of `size` bytes filled with `byte`.
+fn disk(sandbox: &Path, name: &str, size: u64, byte: u8) -> PathBuf {
+    let dir = sandbox.join("disks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    let mut f = std::fs::File::create(&p).unwrap();
+    let block = vec![byte; MIB as usize];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(MIB);
+        f.write_all(&block[..n as usize]).unwrap();
+        left -= n;
+    }
+    p
+}
+
+fn read_at(p: &Path, off: u64, len: usize) -> Vec<u8> {
+    let mut f = std::fs::File::open(p).unwrap();
+    f.seek(SeekFrom::Start(off)).unwrap();
+    let mut b = vec![0; len];
+    f.read_exact(&mut b).unwrap();
+    b
+}
+
+fn all_zero(p: &Path) -> bool {
+    std::fs::read(p).unwrap().iter().all(|b| *b == 0)
+}
+
+fn eraser(sandbox: &Path, runner: Arc<dyn CommandRunner>, tools: bool, node: Value) -> Eraser {
+    Eraser {
+        runner,
+        mode: RunMode::Sandbox { dir: sandbox.to_path_buf() },
+        machine: Machine::at(sandbox.join("no-such-root")),
+        tools,
+        policy: ErasePolicy::from_node(&node),
+        overwrite: OverwriteOptions::default(),
+        samples: 8,
+    }
+}
+
+fn dev(name: &str) -> BlockDevice {
+    BlockDevice { name: name.into(), logical_sectors: Some(512), ..Default::default() }
+}
+
+async fn erase(e: &Eraser, name: &str) -> Result<EraseOutcome, EraseError> {
+    e.erase_device(&dev(name), None, &Arc::new(AtomicBool::new(false))).await
+}
+
+/// A runner that scripts like FakeRunner and, for commands matching `trigger`, also fills the
+/// sandbox disk with `byte` (what a drive's own erase would do to the media).
+#[derive(Clone)]
+struct MediaRunner {
+    fake: FakeRunner,
+    trigger: &'static str,
+    file: PathBuf,
+    byte: u8,
+}
+
+#[async_trait]
+impl CommandRunner for MediaRunner {
+    async fn run(&self, req: ExecRequest) -> Result<ExecOutput, ExecError> {
+        if req.args.iter().any(|a| a == self.trigger) {
+            let len = std::fs::metadata(&self.file).unwrap().len();
+            disk(self.file.parent().unwrap().parent().unwrap(), "x", 0, 0);
+            std::fs::write(&self.file, vec![self.byte; len as usize]).unwrap();
+        }
+        self.fake.run(req).await
+    }
+    async fn exists(&self, program: &str) -> bool {
+        self.fake.exists(program).await
+    }
+}
+
+const HDPARM: &str = "\n/dev/sda:\n\nATA device, with non-removable media\nSecurity: \n\tMaster password revision code = 65534\n\t\tsupported\n\tnot\tenabled\n\tnot\tlocked\n\tnot\tfrozen\n\tnot\texpired: security count\n\t\tsupported: enhanced erase\n\t2min for SECURITY ERASE UNIT.\nLogical Unit WWN Device Identifier: 5002538e40000000\n";
+
+fn hdparm_with_password() -> String {
+    HDPARM.replace("\tnot\tenabled", "\t\tenabled")
+}
+
+#[tokio::test]
+async fn native_overwrite_zeroes_the_whole_disk_and_verifies() {
+    let sb = tempfile::tempdir().unwrap();
+    let p = disk(sb.path(), "sda", 24 * MIB + 4608, 0xAB); // unaligned tail too
+    let e = eraser(sb.path(), Arc::new(FakeRunner::new()), false, json!({}));
+    match erase(&e, "/dev/sda").await.unwrap() {
+        EraseOutcome::Erased { method, .. } => assert!(method.contains("zero pass"), "{method}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(all_zero(&p));
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), 24 * MIB + 4608, "size unchanged");
+}
+
+#[tokio::test]
+async fn verification_catches_a_writer_that_skips_a_region() {
+    let sb = tempfile::tempdir().unwrap();
+    let p = disk(sb.path(), "sda", 16 * MIB, 0xCD);
+    let mut e = eraser(sb.path(), Arc::new(FakeRunner::new()), false, json!({}));
+    // The (deliberately buggy) writer leaves 4 KiB at offset 8 KiB: the head sample sees it.
+    e.overwrite = OverwriteOptions { workers: 2, skip_for_tests: Some(8192..12288) };
+    let err = erase(&e, "/dev/sda").await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, EraseError::Erase { .. }), "{err:?}");
+    assert!(msg.contains("verification failed") && msg.contains("8192"), "{msg}");
+    assert_eq!(read_at(&p, 8192, 1), [0xCD], "the planted block really was left");
+    // The same miss in the last MiB is caught by the tail sample.
+    disk(sb.path(), "sda", 16 * MIB, 0xCD);
+    e.overwrite.skip_for_tests = Some(16 * MIB - 4096..16 * MIB);
+    assert!(erase(&e, "/dev/sda").await.unwrap_err().to_string().contains("verification"));
+    // Without the hook everything is zero and verification passes.
+    e.overwrite.skip_for_tests = None;
+    erase(&e, "/dev/sda").await.unwrap();
+    assert!(all_zero(&p));
+}
+
+#[tokio::test]
+async fn random_passes_without_zeroize_are_verified_against_the_pattern() {
+    let sb = tempfile::tempdir().unwrap();
+    let p = disk(sb.path(), "sda", 8 * MIB, 0);
+    let node = json!({"driver_internal_info": {
+        "agent_erase_devices_iterations": 2, "agent_erase_devices_zeroize": false}});
+    let e = eraser(sb.path(), Arc::new(FakeRunner::new()), false, node);
+    erase(&e, "/dev/sda").await.unwrap();
+    let data = std::fs::read(&p).unwrap();
+    assert!(data.iter().filter(|b| **b == 0).count() < data.len() / 100, "random content");
+    // iterations 0 + zeroize false writes nothing.
+    let node = json!({"driver_internal_info": {
+        "agent_erase_devices_iterations": 0, "agent_erase_devices_zeroize": "false"}});
+    let e = eraser(sb.path(), Arc::new(FakeRunner::new()), false, node);
+    erase(&e, "/dev/sda").await.unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), data);
+}
+
+#[tokio::test]
+async fn sandbox_device_without_backing_file_is_refused() {
+    let sb = tempfile::tempdir().unwrap();
+    let e = eraser(sb.path(), Arc::new(FakeRunner::new()), false, json!({}));
+    let err = erase(&e, "/dev/sdz").await.unwrap_err();
+    assert!(matches!(err, EraseError::Device { .. }), "{err:?}");
+    assert!(err.to_string().contains("no sandbox backing file"), "{err}");
+    let agent: AgentError = ipa_hw_generic::GenericError::from(err).into();
+    assert_eq!(agent.kind(), "BlockDeviceError");
+}
+
+#[tokio::test]
+async fn ata_normal_erase_sets_password_erases_and_verifies_zeros() {
+    let sb = tempfile::tempdir().unwrap();
+    let p = disk(sb.path(), "sda", 4 * MIB, 0x11);
+    let fake = FakeRunner::new();
+    fake.missing("smartctl");
+    fake.on_ok(
+        "hdparm",
+        &["-I"],
+        &HDPARM.replace("\t\tsupported: enhanced erase", "\tnot\tsupported: enhanced erase"),
+    );
+    let runner =
+        MediaRunner { fake: fake.clone(), trigger: "--security-erase", file: p.clone(), byte: 0 };
+    let e = eraser(sb.path(), Arc::new(runner), true, json!({}));
+    match erase(&e, "/dev/sda").await.unwrap() {
+        EraseOutcome::Erased { method, .. } => {
+            assert!(method.starts_with("ata security erase ("), "{method}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        fake.command_lines(),
+        [
+            "hdparm -I /dev/sda",
+            "hdparm --user-master u --security-set-pass NULL /dev/sda",
+            "hdparm --user-master u --security-erase NULL /dev/sda",
+            "hdparm -I /dev/sda",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn ata_erase_that_leaves_the_media_unchanged_fails_verification() {
+    let sb = tempfile::tempdir().unwrap();
+    let p = disk(sb.path(), "sda", 4 * MIB, 0x11);
+    // Non-uniform content so "unchanged" can be judged.
+    std::fs::write(&p, (0..4 * MIB).map(|i| (i % 251) as u8).collect::<Vec<u8>>()).unwrap();
+    let fake = FakeRunner::new();
+    fake.missing("smartctl");
+    fake.on_ok("hdparm", &["-I"], HDPARM);
+    // Normal erase claimed success, media untouched: zeros expected, not found.
+    let e = eraser(
+        sb.path(),
+        Arc::new(fake.clone()),
+        true,
+        json!({"driver_internal_info": {
+        "agent_continue_if_secure_erase_failed": false}}),
+    );
+    let err = erase(&e, "/dev/sda").await.unwrap_err();
+    assert!(matches!(err, EraseError::Incompatible(_)), "{err:?}");
+    assert!(err.to_string().contains("unchanged"), "{err}");
+    assert!(fake.command_lines().iter().any(|l| l.contains("--security-erase-enhanced")));
+    // A drive that really rewrote its media (vendor pattern 0x5A) passes the enhanced check.
+    let runner = MediaRunner {
+        fake: fake.clone(),
+        trigger: "--security-erase-enhanced",
+        file: p.clone(),
+        byte: 0x5A,
+    };
+    let e = eraser(sb.path(), Arc::new(runner), true, json!({}));
+    match erase(&e, "/dev/sda").await.unwrap() {
+        EraseOutcome::Erased { method, .. } => assert!(method.contains("enhanced"), "{method}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(read_at(&p, 0, 1), [0x5A]);
+}
+
+#[tokio::test]
+async fn frozen_drive_is_incompatible_unless_fallback_then_overwritten() {
+    let sb = tempfile::tempdir().unwrap();
+    let p = disk(sb.path(), "sda", 4 * MIB, 0x77);
+    let fake = FakeRunner::new();
+    fake.missing("smartctl");
+    fake.on_ok("hdparm", &["-I"], &HDPARM.replace("\tnot\tfrozen", "\t\tfrozen"));
+    let e = eraser(sb.path(), Arc::new(fake.clone()), true, json!({}));
+    let err = erase(&e, "/dev/sda").await.unwrap_err();
+    assert!(err.to_string().contains("frozen"), "{err}");
+    let agent: AgentError = ipa_hw_generic::GenericError::from(err).into();
+    assert!(agent.is_incompatible(), "dispatch may fall through to another manager");
+    assert!(!fake.command_lines().iter().any(|l| l.contains("--security-erase")));
+    assert_eq!(read_at(&p, 0, 1), [0x77]);
+    let node = json!({"driver_internal_info": {"agent_continue_if_ata_erase_failed": true}});
+    let e = eraser(sb.path(), Arc::new(fake), true, node);
+    erase(&e, "/dev/sda").await.unwrap();
+    assert!(all_zero(&p));
+}
+
+#[tokio::test]
+async fn ata_password_still_set_after_erase_is_an_error() {
+    let sb = tempfile::tempdir().unwrap();
+    disk(sb.path(), "sda", 2 * MIB, 0);
+    let fake = FakeRunner::new();
+    fake.missing("smartctl");
+    let hd = HDPARM.replace("\t\tsupported: enhanced erase", "\tnot\tsupported: enhanced erase");
+    fake.on(
+        "hdparm",
+        &["-I"],
+        [
+            FakeResponse::Output(ExecOutput::ok(hd)),
+            FakeResponse::Output(ExecOutput::ok(hdparm_with_password())),
+        ],
+    );
+    let e = eraser(sb.path(), Arc::new(fake), true, json!({}));
+    let err = erase(&e, "/dev/sda").await.unwrap_err();
+    assert!(err.to_string().contains("password is still set"), "{err}");
+}
+
+#[tokio::test]
+async fn unsupported_ata_security_falls_through_to_overwrite() {
+    let sb = tempfile::tempdir().unwrap();
+    let p = disk(sb.path(), "sda", 2 * MIB, 0x42);
+    let fake = FakeRunner::new();
+    fake.missing("smartctl");
+    fake.on_ok("hdparm", &["-I"], "\n/dev/sda:\n\nATA device\n");
+    let e = eraser(sb.path(), Arc::new(fake.clone()), true, json!({}));
+    erase(&e, "/dev/sda").await.unwrap();
+    assert!(all_zero(&p));
+    assert_eq!(fake.command_lines(), ["hdparm -I /dev/sda"]);
+}
+
+#[tokio::test]
+async fn nvme_format_uses_crypto_erase_when_supported() {
+    for (id_ctrl, ses) in [(r#"{"oacs":23,"fna":4}"#, "2"), (r#"{"oacs":6,"fna":0}"#, "1")] {
+        let sb = tempfile::tempdir().unwrap();
+        let p = disk(sb.path(), "nvme0n1", 4 * MIB, 0);
+        std::fs::write(&p, (0..4 * MIB).map(|i| (i % 253) as u8).collect::<Vec<u8>>()).unwrap();
+        let fake = FakeRunner::new();
+        fake.on_ok("nvme", &["id-ctrl"], id_ctrl);
+        let runner =
+            MediaRunner { fake: fake.clone(), trigger: "format", file: p.clone(), byte: 0 };
+        let e = eraser(sb.path(), Arc::new(runner), true, json!({}));
+        erase(&e, "/dev/nvme0n1").await.unwrap();
+        assert_eq!(
+            fake.command_lines(),
+            [
+                "nvme id-ctrl /dev/nvme0n1 -o json".to_string(),
+                format!("nvme format /dev/nvme0n1 -s {ses} -f")
+            ]
+        );
+    }
+}
+
+#[tokio::test]
+async fn nvme_without_format_support_or_with_a_noop_format_fails() {
+    let sb = tempfile::tempdir().unwrap();
+    let p = disk(sb.path(), "nvme0n1", 4 * MIB, 0);
+    std::fs::write(&p, (0..4 * MIB).map(|i| (i % 253) as u8).collect::<Vec<u8>>()).unwrap();
+    let fake = FakeRunner::new();
+    fake.on_ok("nvme", &["id-ctrl"], r#"{"oacs":0}"#);
+    let e = eraser(sb.path(), Arc::new(fake.clone()), true, json!({}));
+    let err = erase(&e, "/dev/nvme0n1").await.unwrap_err();
+    assert!(err.to_string().contains("does not support Format NVM"), "{err}");
+    // Format "succeeds" but nothing changed on the media.
+    fake.on_ok("nvme", &["id-ctrl"], r#"{"oacs":2,"fna":4}"#);
+    let err = erase(&e, "/dev/nvme0n1").await.unwrap_err();
+    assert!(err.to_string().contains("unchanged"), "{err}");
+    // NVMe secure erase disabled: overwrite instead.
+    let node = json!({"driver_internal_info": {"agent_enable_nvme_secure_erase": false}});
+    let e = eraser(sb.path(), Arc::new(fake), true, node);
+    erase(&e, "/dev/nvme0n1").await.unwrap();
+    assert!(all_zero(&p));
+}
+
+#[tokio::test]
+async fn sandbox_runner_refusal_is_a_clear_error_not_a_panic() {
+    let sb = tempfile::tempdir().unwrap();
+    let p = disk(sb.path(), "sda", 2 * MIB, 0x33);
+    let inner = FakeRunner::new();
+    let e = eraser(sb.path(), Arc::new(SandboxRunner::new(inner.clone())), true, json!({}));
+    let err = erase(&e, "/dev/sda").await.unwrap_err();
+    assert!(err.to_string().contains("sandbox: refusing hdparm on real device /dev/sda"), "{err}");
+    assert!(inner.calls().is_empty(), "never reached the real runner");
+    assert_eq!(read_at(&p, 0, 1), [0x33]);
+}
+
+// ---- the manager: steps over a fixture machine with sandbox backing files -------------------
+
+fn manager(sb: &Path, mode: Option<RunMode>) -> GenericHardwareManager {
+    let _ = sb;
+    GenericHardwareManager::new(
+        GenericOptions {
+            machine: Machine::at(fixture("server")),
+            disk_mode: mode,
+            verify_samples: 4,
+            ..Default::default()
+        },
+        Arc::new(FakeRunner::new()),
+    )
+}
+
+async fn step(
+    m: &GenericHardwareManager,
+    kind: StepKind,
+    name: &str,
+    node: &Value,
+) -> Result<Value, AgentError> {
+    let ctx = CommandContext::detached("clean.execute_clean_step");
+    m.execute_step(StepCall {
+        step: name,
+        kind,
+        node,
+        ports: &json!([]),
+        args: Default::default(),
+        ctx: &ctx,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn steps_match_ipa_table_and_are_absent_for_a_read_only_manager() {
+    let sb = tempfile::tempdir().unwrap();
+    let m = manager(sb.path(), Some(RunMode::Sandbox { dir: sb.path().into() }));
+    let n = json!({});
+    let clean = m.get_clean_steps(&n, &n).await.unwrap();
+    let got: Vec<(String, i64, bool)> =
+        clean.iter().map(|s| (s.step.clone(), s.priority, s.abortable == Some(true))).collect();
+    assert_eq!(
+        got,
+        [
+            ("erase_devices".into(), 10, true),
+            ("erase_devices_metadata".into(), 99, true),
+            ("erase_devices_express".into(), 0, true),
+            ("erase_pstore".into(), 0, true),
+        ]
+    );
+    let deploy = serde_json::to_value(m.get_deploy_steps(&n, &n).await.unwrap()).unwrap();
+    assert_eq!(
+        deploy[0],
+        json!({"step": "erase_devices_metadata", "priority": 0, "interface": "deploy", "reboot_requested": false})
+    );
+    assert_eq!(deploy[1]["step"], "write_image");
+    assert_eq!(deploy[1]["argsinfo"]["image_info"]["required"], true);
+    assert_eq!(deploy[1]["argsinfo"]["configdrive"]["required"], false);
+    let service = m.get_service_steps(&n, &n).await.unwrap();
+    assert_eq!(service.iter().map(|s| s.step.as_str()).collect::<Vec<_>>(), ["write_image"]);
+    // Not a deploy step.
+    assert!(step(&m, StepKind::Deploy, "erase_devices", &n).await.unwrap_err().is_incompatible());
+    let ro = manager(sb.path(), None);
+    assert!(ro.get_clean_steps(&n, &n).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn erase_devices_step_erases_every_disk_with_a_backing_file() {
+    let sb = tempfile::tempdir().unwrap();
+    let mode = RunMode::Sandbox { dir: sb.path().into() };
+    let m = manager(sb.path(), Some(mode));
+    let files: Vec<PathBuf> =
+        ["sda", "sdb", "nvme0n1"].iter().map(|n| disk(sb.path(), n, 3 * MIB, 0x99)).collect();
+    let node = json!({"driver_internal_info": {"disk_erasure_concurrency": 2}});
+    let out = step(&m, StepKind::Clean, "erase_devices", &node).await.unwrap();
+    assert_eq!(out, json!({"/dev/sda": null, "/dev/sdb": null, "/dev/nvme0n1": null}));
+    assert!(files.iter().all(|f| all_zero(f)));
+    // A missing backing file is a clear BlockDeviceError.
+    std::fs::remove_file(&files[1]).unwrap();
+    let err = step(&m, StepKind::Clean, "erase_devices", &node).await.unwrap_err();
+    assert_eq!(err.kind(), "BlockDeviceError", "{err}");
+    assert!(err.to_string().contains("sdb"), "{err}");
+}
+
+#[tokio::test]
+async fn metadata_erase_zeroes_both_ends_and_keeps_the_middle() {
+    let sb = tempfile::tempdir().unwrap();
+    let mode = RunMode::Sandbox { dir: sb.path().into() };
+    let m = manager(sb.path(), Some(mode));
+    let size = 4 * MIB;
+    let files: Vec<PathBuf> =
+        ["sda", "sdb", "nvme0n1"].iter().map(|n| disk(sb.path(), n, size, 0xEE)).collect();
+    for kind in [StepKind::Clean, StepKind::Deploy] {
+        step(&m, kind, "erase_devices_metadata", &json!({})).await.unwrap();
+    }
+    for f in &files {
+        assert!(read_at(f, 0, 33 * 512).iter().all(|b| *b == 0));
+        assert!(read_at(f, size - 33 * 512, 33 * 512).iter().all(|b| *b == 0));
+        assert!(read_at(f, 64 << 10, 4096).iter().all(|b| *b == 0), "btrfs superblock");
+        assert_eq!(read_at(f, 2 * MIB, 16), vec![0xEE; 16], "data in the middle kept");
+    }
+    // Express erase without tools is a metadata erase too.
+    let f = disk(sb.path(), "sda", size, 0xEE);
+    step(&m, StepKind::Clean, "erase_devices_express", &json!({})).await.unwrap();
+    assert!(read_at(&f, 0, 512).iter().all(|b| *b == 0));
+    assert_eq!(read_at(&f, MIB, 4), vec![0xEE; 4]);
+}
+
+#[tokio::test]
+async fn skip_list_keeps_a_disk_out_of_erasure() {
+    let sb = tempfile::tempdir().unwrap();
+    let m = manager(sb.path(), Some(RunMode::Sandbox { dir: sb.path().into() }));
+    let a = disk(sb.path(), "sda", 2 * MIB, 0x99);
+    let b = disk(sb.path(), "sdb", 2 * MIB, 0x99);
+    let nv = disk(sb.path(), "nvme0n1", 2 * MIB, 0x99);
+    let node = json!({"properties": {"skip_block_devices": [{"name": "/dev/sdb"}]}});
+    let out = step(&m, StepKind::Clean, "erase_devices", &node).await.unwrap();
+    assert_eq!(out, json!({"/dev/sda": null, "/dev/nvme0n1": null}));
+    assert!(all_zero(&a) && all_zero(&nv));
+    assert_eq!(read_at(&b, 0, 1), [0x99]);
+}
