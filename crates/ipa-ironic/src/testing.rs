@@ -218,12 +218,13 @@ connection = sqlite:///{st}/ironic.sqlite
 [agent]
 require_tls = {tls}
 certificates_path = {st}/certs
+post_deploy_get_power_state_retries = 1
+post_deploy_get_power_state_retry_interval = 1
 [deploy]
 http_url = http://127.0.0.1:{http_port}
 http_root = {st}/http
 erase_devices_priority = 0
 [conductor]
-post_deploy_get_power_state_retries = 1
 check_provision_state_interval = 5
 [inspector]
 hooks = $default_hooks,memory,cpus,root-device,boot-mode
