@@ -184,6 +184,21 @@ impl IronicServer {
         v.join("bin/ironic").is_file().then_some(v)
     }
 
+    /// The venv, or `None` with a SKIP line on stderr. With `IRONIC_E2E_REQUIRED` set (CI), a
+    /// missing venv is a failure instead of a skip.
+    pub fn venv_or_skip(test: &str) -> Option<PathBuf> {
+        let v = Self::venv();
+        if v.is_none() {
+            let msg = format!(
+                "{test}: no Ironic venv at $IRONIC_VENV or /opt/ironic-venv \
+                 (python3 -m venv /opt/ironic-venv && /opt/ironic-venv/bin/pip install ironic==39.0.0)"
+            );
+            assert!(std::env::var_os("IRONIC_E2E_REQUIRED").is_none(), "{msg}");
+            eprintln!("SKIP {msg}");
+        }
+        v
+    }
+
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

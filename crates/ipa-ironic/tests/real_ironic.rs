@@ -12,8 +12,7 @@ const MAC: &str = "52:54:00:9a:00:01";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_speaks_to_a_real_ironic() {
-    if IronicServer::venv().is_none() {
-        eprintln!("SKIP: no Ironic venv (install ironic==39.0.0 into /opt/ironic-venv)");
+    if IronicServer::venv_or_skip("real-Ironic test").is_none() {
         return;
     }
     let t0 = Instant::now();
