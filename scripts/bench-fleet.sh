@@ -61,8 +61,8 @@ def f(v, d=1):
     return "n/a" if v is None else f"{v:.{d}f}"
 print("| transport | N | procs | up/seen | serial p50 / p99 / max ms | load p50 / p99 / max ms "
       "| load cmd/s | errors | broker RSS MiB empty → connected → after | agents RSS MiB "
-      "(per agent KiB) | agent threads |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+      "(per agent KiB) | agent threads | idle CPU % agents / broker |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     t = r["transport"] + (f" ({r['amqp_query']})" if r.get("amqp_query") else "")
     s, l = r["serial"], r["load"]
@@ -73,5 +73,6 @@ for r in rows:
           f"| {s['errors'] + l['errors']} "
           f"| {f(r['broker_rss_mib_empty'])} → {f(r['broker_rss_mib_connected'])} → "
           f"{f(r['broker_rss_mib_after'])} | {f(r['agents_rss_mib_after'])} ({per:.0f}) "
-          f"| {r['agents_threads']} |")
+          f"| {r['agents_threads']} "
+          f"| {f(r['agents_idle_cpu_pct'])} / {f(r['broker_idle_cpu_pct'])} |")
 EOF

@@ -238,6 +238,21 @@ fn proc_status(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("Threads:"))
 }
 
+/// CPU time (user + system) of the processes, in seconds.
+fn cpu_secs(pids: &[u32]) -> f64 {
+    let tick = 100.0; // USER_HZ on Linux
+    pids.iter()
+        .map(|p| {
+            let s = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let tail = s.rsplit_once(')').map(|(_, t)| t).unwrap_or_default();
+            let f: Vec<&str> = tail.split_whitespace().collect();
+            // After `comm`: state(0) ppid(1) … utime(11) stime(12).
+            let v = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+            (v(11) + v(12)) / tick
+        })
+        .sum()
+}
+
 fn rss_mib(pids: &[u32]) -> f64 {
     pids.iter().map(|p| proc_status(*p).0).sum::<u64>() as f64 / 1024.0
 }
@@ -275,6 +290,9 @@ fn beam_pid() -> Option<u32> {
         false
     })
 }
+
+/// Idle window for the idle-CPU measurement.
+const IDLE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, serde::Serialize)]
 struct Stats {
@@ -364,6 +382,10 @@ struct Report {
     agents_rss_mib_connected: f64,
     agents_rss_mib_after: f64,
     agents_threads: u64,
+    /// CPU used by the idle fleet (agent processes), % of one core, over `IDLE_SECS`.
+    agents_idle_cpu_pct: f64,
+    /// CPU used by the idle broker, % of one core.
+    broker_idle_cpu_pct: Option<f64>,
     controller_rss_mib_after: f64,
     loadavg: String,
 }
@@ -501,6 +523,13 @@ async fn bench(
     let broker_connected = beam_rss(beam);
     let agents_rss_connected = rss_mib(&pids);
     let agents_threads = threads(&pids);
+    // Idle cost: heartbeats, libzmq I/O threads, lapin I/O loops, the broker's timers.
+    let beam_v: Vec<u32> = beam.into_iter().collect();
+    let (a0, b0) = (cpu_secs(&pids), cpu_secs(&beam_v));
+    tokio::time::sleep(IDLE).await;
+    let pct = |d: f64| d / IDLE.as_secs_f64() * 100.0;
+    let agents_idle_cpu_pct = pct(cpu_secs(&pids) - a0);
+    let broker_idle_cpu_pct = beam.map(|_| pct(cpu_secs(&beam_v) - b0));
 
     let clients: Vec<EnvelopeClient> =
         ids.iter().map(|id| ctl.agent(id).with_timeout(Duration::from_secs(60))).collect();
@@ -535,6 +564,8 @@ async fn bench(
         agents_rss_mib_connected: agents_rss_connected,
         agents_rss_mib_after: rss_mib(&pids),
         agents_threads,
+        agents_idle_cpu_pct,
+        broker_idle_cpu_pct,
         controller_rss_mib_after: proc_status(std::process::id()).0 as f64 / 1024.0,
         loadavg: std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string(),
     };
