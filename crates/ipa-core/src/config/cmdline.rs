@@ -216,4 +216,45 @@ mod tests {
         let c: AgentConfig = fig.extract().unwrap();
         assert_eq!(c.agent_token.as_deref(), Some("12345678901234567890"));
     }
+
+    /// Every kernel parameter Ironic (PXE, iPXE, inspection, virtual media) and Metal3 set, and
+    /// every parameter the IPA option table names, reaches a typed option (none is dropped as
+    /// unknown).
+    #[test]
+    fn every_parameter_ironic_and_ipa_document_maps_to_an_option() {
+        let line = "BOOT_IMAGE=/deploy_kernel selinux=0 troubleshoot=0 text nofb vga=normal \
+            ipa-debug=1 ipa-api-url=http://127.0.0.1:6385 ipa-global-request-id=req-1 \
+            boot_server=127.0.0.1 BOOTIF=01-52-54-00-12-34-56 boot_method=vmedia \
+            ipa-inspection-callback-url=http://127.0.0.1:6385/v1/continue_inspection \
+            ipa-collect-lldp=1 ipa-agent-token=0123456789abcdef0123456789abcdef \
+            ipa-listen-host=:: ipa-listen-port=9998 ipa-advertise-host=192.0.2.5 \
+            ipa-advertise-port=9997 ipa-advertise-protocol=https ipa-tls-min-version=1.3 \
+            ipa-tls-cipher-suites=ECDHE-RSA-AES256-GCM-SHA384 ipa-tls-certificate-curve=p384 \
+            ipa-ip-lookup-attempts=7 ipa-ip-lookup-timeout=11 ipa-network-interface=eth1 \
+            ipa-lookup-timeout=601 ipa-lookup-interval=2 ipa-http-request-timeout=31 \
+            ipa-insecure=1 ipa-ironic-api-version=1.68 ipa-hardware-initialization-delay=1 \
+            ipa-disk-wait-attempts=11 ipa-disk-wait-delay=4 ipa-ntp-server=192.0.2.1 \
+            ipa-image-download-connection-timeout=61 ipa-image-download-connection-retries=8 \
+            ipa-image-download-connection-retry-interval=12 \
+            ipa-ignore-bootloader-failure=1 ipa-inject-files-priority=5 \
+            ipa-guard-special-filesystems=0 ipa-enable-vlan-interfaces=all";
+        let k = KernelCmdline::from_str(line, &[]);
+        let opts = k.options();
+        let ipa_params =
+            parse_cmdline(line).into_iter().filter(|(p, _)| p.starts_with("ipa-")).count();
+        let mapped_ipa =
+            opts.iter().filter(|(k, _)| !matches!(k.as_str(), "bootif" | "boot_method")).count();
+        assert_eq!(mapped_ipa, ipa_params, "some ipa-* parameter was not recognised: {opts:?}");
+        let fig = figment::Figment::from(figment::providers::Serialized::defaults(
+            AgentConfig::default(),
+        ))
+        .merge(k);
+        let c: AgentConfig = fig.extract().unwrap();
+        assert!(c.debug && c.insecure && c.collect_lldp);
+        assert_eq!(c.listen_port, 9998);
+        assert_eq!(c.lookup_timeout, 601);
+        assert_eq!(c.ip_lookup_sleep, 11);
+        assert_eq!(c.global_request_id.as_deref(), Some("req-1"));
+        assert_eq!(c.advertise_protocol, "https");
+    }
 }
