@@ -4,7 +4,8 @@
 set -euo pipefail
 VENV="${1:-${IPA_IRONIC_VENV:-/opt/ironic-venv}}"
 IRONIC_VERSION="${IRONIC_VERSION:-39.0.0}"
-if [ -x "$VENV/bin/ironic-api" ] && "$VENV/bin/pip" show ironic 2>/dev/null | grep -q "^Version: $IRONIC_VERSION$"; then
+installed=$("$VENV/bin/pip" show ironic 2>/dev/null || true)   # no pipe: grep -q + pipefail = SIGPIPE
+if [ -x "$VENV/bin/ironic-api" ] && grep -qx "Version: $IRONIC_VERSION" <<<"$installed"; then
   echo "ironic $IRONIC_VERSION already in $VENV"
   exit 0
 fi
