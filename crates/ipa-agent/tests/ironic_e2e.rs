@@ -187,6 +187,30 @@ fn wait(ir: &IronicServer, uuid: &str, states: &[&str], what: &str, logs: &[&Pat
     })
 }
 
+/// Archives Ironic stored from `log.collect_system_logs` (`[agent]deploy_logs_local_path`)
+/// whose name carries `label`.
+fn ramdisk_logs(ir: &IronicServer, label: &str) -> Vec<PathBuf> {
+    let dir = ir.dir.path().join("deploy-logs");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.to_string_lossy().contains(label));
+    v.sort();
+    v
+}
+
+/// Member names of a tar.gz, listed by the system `tar`.
+fn tar_members(path: &Path) -> Vec<String> {
+    let out = Command::new("tar").arg("-tzf").arg(path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "tar -tzf {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
 fn run_flows(require_tls: bool) {
     if IronicServer::venv_or_skip("real-Ironic test").is_none() {
         return;
@@ -252,6 +276,16 @@ fn run_flows(require_tls: bool) {
     let last_error = node["last_error"].as_str().unwrap_or_default();
     assert!(last_error.contains(FAIL_TEXT), "last_error: {last_error}");
     assert!(last_error.contains("sim_broken_step"), "last_error: {last_error}");
+    // Ironic collected the agent's logs after the failure (log.collect_system_logs answered).
+    let logs = ramdisk_logs(&ir, "cleaning");
+    assert!(!logs.is_empty(), "a cleaning log archive was stored:\n{}", ir.log_problems(20));
+    let members = tar_members(&logs[0]);
+    assert!(members.iter().any(|m| m == "sim-steps.log"), "{members:?}");
+    let all = Command::new("tar").arg("-xzOf").arg(&logs[0]).output().unwrap().stdout;
+    let all = String::from_utf8_lossy(&all);
+    for t in &tokens {
+        assert!(!all.contains(t.as_str()), "the log archive contains an agent token");
+    }
     // A failed clean puts the node in maintenance; the operator clears it.
     ir.ok("DELETE", &format!("/v1/nodes/{uuid}/maintenance"), None).unwrap();
     ir.provision(&uuid, json!({"target": "manage"})).unwrap();

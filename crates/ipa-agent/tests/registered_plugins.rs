@@ -11,6 +11,7 @@ fn expected() -> Vec<String> {
         "extension:clean",
         "extension:deploy",
         "extension:flow",
+        "extension:log",
         "extension:poll",
         "extension:service",
         "extension:standby-power",

@@ -235,6 +235,7 @@ require_tls = {tls}
 certificates_path = {st}/certs
 post_deploy_get_power_state_retries = 1
 post_deploy_get_power_state_retry_interval = 1
+deploy_logs_local_path = {st}/deploy-logs
 [deploy]
 http_url = http://127.0.0.1:{http_port}
 http_root = {st}/http
