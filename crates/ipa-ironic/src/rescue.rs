@@ -4,7 +4,7 @@
 //! says `SUCCEEDED`. It writes the password hash to `/etc/ipa-rescue-config/ipa-rescue-password`
 //! (under the run mode's root prefix: inside the sandbox in tests), touches `/etc/.rescued` so
 //! a restarted agent never serves again, and asks the runtime to stop serving once the reply
-//! has left. A plaintext password is hashed with SHA-512 crypt (`$6$`); Ironic normally sends
+//! has left. A plaintext password is hashed with SHA-256 crypt (`$5$`), as IPA does; Ironic normally sends
 //! an already hashed one (`hashed: true`), written verbatim.
 
 use std::path::PathBuf;
@@ -34,19 +34,20 @@ static COMMANDS: &[CommandSpec] =
 
 const CRYPT_SALT_CHARS: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-/// SHA-512 crypt (`$6$<16-char salt>$<hash>`) of `password`.
-pub fn sha512_crypt(password: &str) -> Result<String, AgentError> {
+/// SHA-256 crypt (`$5$<16-char salt>$<hash>`) of `password`: IPA's format for a plaintext
+/// rescue password.
+pub fn sha256_crypt(password: &str) -> Result<String, AgentError> {
     let salt: String = (0..16)
         .map(|_| CRYPT_SALT_CHARS[rand::random_range(0..CRYPT_SALT_CHARS.len())] as char)
         .collect();
-    sha512_crypt_with_salt(password, &salt)
+    sha256_crypt_with_salt(password, &salt)
 }
 
-fn sha512_crypt_with_salt(password: &str, salt: &str) -> Result<String, AgentError> {
-    let params = sha_crypt::Sha512Params::default();
-    let hash = sha_crypt::sha512_crypt_b64(password.as_bytes(), salt.as_bytes(), &params)
+fn sha256_crypt_with_salt(password: &str, salt: &str) -> Result<String, AgentError> {
+    let params = sha_crypt::Sha256Params::default();
+    let hash = sha_crypt::sha256_crypt_b64(password.as_bytes(), salt.as_bytes(), &params)
         .map_err(|e| AgentError::execution(format!("cannot hash the rescue password: {e:?}")))?;
-    Ok(format!("$6${salt}${hash}"))
+    Ok(format!("$5${salt}${hash}"))
 }
 
 impl RescueExtension {
@@ -84,7 +85,7 @@ impl Extension for RescueExtension {
     ) -> Result<Value, AgentError> {
         let password = param_str(&params, "rescue_password")?.unwrap_or_default();
         let hashed = param_bool(&params, "hashed").unwrap_or(false);
-        let content = if hashed { password.to_string() } else { sha512_crypt(password)? };
+        let content = if hashed { password.to_string() } else { sha256_crypt(password)? };
         let file = self.write(PASSWORD_FILE, &content)?;
         self.write(RESCUED_MARKER, "")?;
         tracing::info!(
@@ -112,15 +113,15 @@ mod tests {
     use ipa_core::services::ServeState;
 
     #[test]
-    fn sha512_crypt_matches_the_reference_vector() {
-        // From the SHA-crypt specification's test vectors.
+    fn sha256_crypt_matches_the_reference_vector() {
+        // glibc crypt(3) gives the same string for this input.
         assert_eq!(
-            sha512_crypt_with_salt("Hello world!", "saltstring").unwrap(),
-            "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"
+            sha256_crypt_with_salt("Hello world!", "saltstring").unwrap(),
+            "$5$saltstring$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5"
         );
-        let h = sha512_crypt("pw").unwrap();
-        assert!(h.starts_with("$6$") && h.len() > 3 + 16 + 1 + 80, "{h}");
-        assert_ne!(h, sha512_crypt("pw").unwrap(), "salts are random");
+        let h = sha256_crypt("pw").unwrap();
+        assert!(h.starts_with("$5$") && h.len() == 3 + 16 + 1 + 43, "{h}");
+        assert_ne!(h, sha256_crypt("pw").unwrap(), "salts are random");
     }
 
     #[tokio::test]
@@ -151,7 +152,7 @@ mod tests {
             d2.path().join("root/etc/ipa-rescue-config/ipa-rescue-password"),
         )
         .unwrap();
-        assert!(written.starts_with("$6$"));
+        assert!(written.starts_with("$5$"));
         assert!(!written.contains("plain"));
     }
 }
