@@ -102,4 +102,6 @@ done
     done
     printf '\n  }\n}\n'
 } > "$DEST/ipa-fixture.json"
+# git drops empty directories; several mean something in sysfs (firmware/efi, holders, ...).
+find "$DEST" -type d -empty -exec touch {}/.keep \;
 echo "fixture written to $DEST"

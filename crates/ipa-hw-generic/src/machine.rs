@@ -126,10 +126,16 @@ impl Machine {
         trim_opt(self.read(path))
     }
 
-    /// Entry names of a directory, sorted.
+    /// Entry names of a directory, sorted. Dot-files are skipped: sysfs never has them, and
+    /// fixture trees keep otherwise-empty directories in git with a `.keep` file.
     pub fn list(&self, path: &str) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.path(path))
-            .map(|rd| rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
