@@ -24,7 +24,7 @@ for tool in /usr/lib/rabbitmq/bin/rabbitmq-server pkg-config; do
 done
 
 # 1. Every crate, every feature: unit, integration, conformance, real-component tests.
-cargo test --workspace --all-features --locked "${extra[@]}"
+cargo test --workspace --all-features --locked --no-fail-fast "${extra[@]}"
 
 # 2. The registered-plugin check for the other feature sets of the agent binary.
 cargo test -p ipa-agent --locked --test registered_plugins
