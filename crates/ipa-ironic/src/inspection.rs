@@ -80,17 +80,24 @@ pub fn callback_urls(config: &AgentConfig) -> Vec<String> {
 }
 
 /// Collect and post. Returns the node UUID from the (last successful) reply.
+///
+/// `logs` is the `logs` collector's output (base64 tar.gz of the system logs), added as the
+/// payload's `logs` key when given.
 pub async fn inspect(
     config: &AgentConfig,
     hw: &HardwareManagers,
     client: &IronicClient,
+    logs: Option<String>,
 ) -> Result<Option<String>, IronicError> {
     let urls = callback_urls(config);
     if urls.is_empty() {
         return Err(IronicError::Inspection("no usable inspection_callback_url".into()));
     }
     let inventory = hw.list_hardware_info().await?;
-    let data = payload(config, hw, &inventory);
+    let mut data = payload(config, hw, &inventory);
+    if let (Some(logs), Some(obj)) = (logs, data.as_object_mut()) {
+        obj.insert("logs".into(), Value::String(logs));
+    }
     let mut uuid = None;
     for url in &urls {
         let reply = post_with_retry(client, url, &data).await?;

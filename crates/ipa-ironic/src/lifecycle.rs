@@ -75,7 +75,19 @@ impl Lifecycle {
 
         let mut node_uuid = None;
         if config.inspection_callback_url.is_some() {
-            match inspection::inspect(&config, &hw, &client).await {
+            let logs = if collector_selected(&config.inspection_collectors, "logs") {
+                let ext = ipa_core::extensions::LogExtension::new(services.clone());
+                match ext.archive_base64().await {
+                    Ok(b64) => Some(b64),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "logs collector failed; inspecting without logs");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            match inspection::inspect(&config, &hw, &client, logs).await {
                 Ok(u) => node_uuid = u,
                 Err(e) => tracing::error!(error = %e, "inspection failed (continuing)"),
             }
@@ -251,5 +263,23 @@ pub async fn idle_until_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// Whether `name` is in the comma-separated `inspection_collectors` list.
+fn collector_selected(list: &str, name: &str) -> bool {
+    list.split(',').map(str::trim).any(|c| c == name)
+}
+
+#[cfg(test)]
+mod collector_tests {
+    use super::collector_selected;
+
+    #[test]
+    fn the_logs_collector_is_selected_by_ipa_default_list_only_when_named() {
+        assert!(collector_selected("default,logs", "logs"));
+        assert!(collector_selected(" default , logs ", "logs"));
+        assert!(!collector_selected("default", "logs"));
+        assert!(!collector_selected("default,logs-extra", "logs"));
     }
 }

@@ -47,6 +47,18 @@ impl LogExtension {
         Self { services }
     }
 
+    /// The archive as IPA ships it: base64 (ASCII) of a tar.gz of [`Self::collect`]. Used by
+    /// `log.collect_system_logs` and by the `logs` inspection collector.
+    pub async fn archive_base64(&self) -> Result<String, AgentError> {
+        let files = self.collect().await;
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        tracing::info!(members = ?names, "collected system logs");
+        let archive = tar_gz(&files).map_err(|e| AgentError::CommandExecution {
+            details: format!("Could not build the system logs archive: {e}"),
+        })?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(archive))
+    }
+
     /// Every member of the archive, token already masked.
     pub async fn collect(&self) -> Vec<LogFile> {
         let s = &self.services;
@@ -198,13 +210,7 @@ impl Extension for LogExtension {
         _params: Params,
         _ctx: CommandContext,
     ) -> Result<Value, AgentError> {
-        let files = self.collect().await;
-        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-        tracing::info!(members = ?names, "collected system logs");
-        let archive = tar_gz(&files).map_err(|e| AgentError::CommandExecution {
-            details: format!("Could not build the system logs archive: {e}"),
-        })?;
-        Ok(json!({"system_logs": base64::engine::general_purpose::STANDARD.encode(archive)}))
+        Ok(json!({"system_logs": self.archive_base64().await?}))
     }
 }
 
