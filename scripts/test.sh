@@ -11,17 +11,10 @@ extra=()
 if [ "${1:-}" = "--" ]; then shift; extra=("$@"); fi
 
 export IPA_IRONIC_VENV="${IPA_IRONIC_VENV:-/opt/ironic-venv}"
-if [ ! -x "$IPA_IRONIC_VENV/bin/ironic-api" ]; then
-  scripts/setup-ironic-venv.sh "$IPA_IRONIC_VENV"
-fi
+# Debian packages (installed if missing when run as root) and Ironic 39.0.0 in a venv.
+scripts/setup-test-deps.sh
 # The real-Ironic tests find the venv here, and fail (instead of printing SKIP) without it.
 export IRONIC_VENV="$IPA_IRONIC_VENV" IRONIC_E2E_REQUIRED=1
-for tool in /usr/lib/rabbitmq/bin/rabbitmq-server pkg-config; do
-  if [ ! -e "$tool" ] && ! command -v "$tool" >/dev/null; then
-    echo "missing $tool: apt-get install rabbitmq-server libzmq3-dev libsodium-dev pkg-config (see .ci/run)" >&2
-    exit 1
-  fi
-done
 
 # 1. Every crate, every feature: unit, integration, conformance, real-component tests.
 cargo test --workspace --all-features --locked --no-fail-fast "${extra[@]}"
