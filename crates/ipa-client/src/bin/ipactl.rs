@@ -6,6 +6,9 @@
 //! ipactl --zmq-bind tcp://0.0.0.0:5555 --agent <id> --token T run deploy.execute_deploy_step --params @step.json --watch
 //! ipactl --amqp amqp://broker/%2f agents --json
 //! ```
+//!
+//! Exit status: 0 on success; 1 on an error, or when `run` ends with a command that did not
+//! succeed (FAILED; the result is printed first).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -194,7 +197,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let r = c.run(name, params, opts).await?;
             if !*watch || r.command_status.is_done() {
                 print(&r);
-                return Ok(());
+                return settled(name, &r);
             }
             let id = r.id.clone();
             if let Some(ev) = events.as_mut() {
@@ -233,10 +236,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
-            print(&c.get(&id).await?);
+            let last = c.get(&id).await?;
+            print(&last);
+            return settled(name, &last);
         }
     }
     Ok(())
+}
+
+/// A command that ended in any state but SUCCEEDED makes `ipactl` exit non-zero (the result
+/// is printed first); one still RUNNING (no `--wait`/`--watch`) is not a failure.
+fn settled(name: &str, r: &ipa_core::CommandResult) -> anyhow::Result<()> {
+    use ipa_core::CommandStatus;
+    match r.command_status {
+        CommandStatus::Succeeded | CommandStatus::Running => Ok(()),
+        other => {
+            let status = serde_json::to_value(other)?;
+            bail!("command {name} {}", status.as_str().unwrap_or("did not succeed"))
+        }
+    }
 }
 
 mod erased {

@@ -32,6 +32,9 @@ pub struct Rabbit {
     watcher: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
     tls: Option<TlsFiles>,
+    /// Plain AMQP listener next to the TLS one (readiness probe); equals `port` without TLS.
+    tcp_port: u16,
+    user: (String, String),
 }
 
 /// Server TLS material for an amqps node.
@@ -60,11 +63,22 @@ pub fn rabbit_available() -> bool {
 }
 
 impl Rabbit {
-    /// Start a node on a free port (plain AMQP, or amqps with `tls`).
+    /// Start a node on a free port (plain AMQP, or amqps with `tls`), user `guest`.
     pub fn start(tls: Option<TlsFiles>) -> Rabbit {
+        Self::start_with(tls, None)
+    }
+
+    /// Like [`Rabbit::start`], with `user` (name, password) as the only account (RabbitMQ's
+    /// `default_user`, full rights on `/`) instead of `guest`.
+    pub fn start_with(tls: Option<TlsFiles>, user: Option<(&str, &str)>) -> Rabbit {
         let tmp = tempfile::Builder::new().prefix("ipa-rmq-").tempdir().unwrap();
+        let port = free_port();
+        let tcp_port = if tls.is_some() { free_port() } else { port };
+        let user = user.map_or(("guest".into(), "guest".into()), |(u, p)| (u.into(), p.into()));
         let mut r = Rabbit {
-            port: free_port(),
+            port,
+            tcp_port,
+            user,
             dir: tmp.path().to_path_buf(),
             epmd_port: free_port(),
             dist_port: free_port(),
@@ -77,18 +91,28 @@ impl Rabbit {
         for d in ["mnesia", "log", "home"] {
             std::fs::create_dir_all(r.dir.join(d)).unwrap();
         }
-        let conf = match &r.tls {
-            None => format!("listeners.tcp.1 = 127.0.0.1:{}\nlog.console = false\n", r.port),
-            Some(t) => format!(
-                "listeners.tcp = none\nlisteners.ssl.1 = 127.0.0.1:{}\nlog.console = false\n\
+        let mut conf = format!("listeners.tcp.1 = 127.0.0.1:{}\nlog.console = false\n", r.tcp_port);
+        if let Some(t) = &r.tls {
+            // TLS 1.2 only: Erlang 25's TLS 1.3 server is the less-trodden path with rustls.
+            conf.push_str(&format!(
+                "listeners.ssl.1 = 127.0.0.1:{}\n\
                  ssl_options.cacertfile = {}\nssl_options.certfile = {}\nssl_options.keyfile = {}\n\
-                 ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n",
+                 ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n\
+                 ssl_options.versions.1 = tlsv1.2\n",
                 r.port,
                 t.ca.display(),
                 t.cert.display(),
                 t.key.display()
-            ),
-        };
+            ));
+        }
+        if r.user.0 != "guest" {
+            conf.push_str(&format!(
+                "default_user = {}\ndefault_pass = {}\n\
+                 default_permissions.configure = .*\ndefault_permissions.read = .*\n\
+                 default_permissions.write = .*\n",
+                r.user.0, r.user.1
+            ));
+        }
         std::fs::write(r.dir.join("rabbitmq.conf"), conf).unwrap();
         std::fs::write(r.dir.join("enabled_plugins"), "[].\n").unwrap();
         r.boot();
@@ -146,16 +170,10 @@ impl Rabbit {
         self.epmd = Some(epmd);
         self.watcher = Some(watcher);
         let t0 = Instant::now();
-        let tls = self.tls.is_some();
         while t0.elapsed() < Duration::from_secs(120) {
-            if tls {
-                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                    && t0.elapsed() > Duration::from_secs(1)
-                {
-                    eprintln!("rabbitmq (tls) listening after {:?}", t0.elapsed());
-                    return;
-                }
-            } else if amqp_ready(self.port) {
+            // Listeners (plain and TLS) open together once the node has booted, so the plain
+            // one answering the protocol header means the TLS one is up too.
+            if amqp_ready(self.tcp_port) {
                 eprintln!("rabbitmq ready on {} after {:?}", self.port, t0.elapsed());
                 return;
             }
@@ -174,10 +192,17 @@ impl Rabbit {
         s.chars().rev().take(2000).collect::<String>().chars().rev().collect()
     }
 
-    /// `amqp://guest:guest@127.0.0.1:<port>/%2f`.
+    /// `amqp://guest:guest@127.0.0.1:<port>/%2f` (`amqps://…` and the node's user with TLS).
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() { "amqps" } else { "amqp" };
-        format!("{scheme}://guest:guest@127.0.0.1:{}/%2f", self.port)
+        let (u, p) = &self.user;
+        format!("{scheme}://{u}:{p}@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// The URL without credentials (they come from the agent's config instead).
+    pub fn bare_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "amqps" } else { "amqp" };
+        format!("{scheme}://127.0.0.1:{}/%2f", self.port)
     }
 
     /// Stop the node (TERM to the wrapper, which stops beam; bounded wait), then our epmd.
@@ -272,4 +297,81 @@ impl WireClient for Wire {
     fn with_token(&self, token: Option<&str>) -> Box<dyn WireClient> {
         Box::new(Wire(self.0.with_token(token), self.1.clone()))
     }
+}
+
+/// A fresh CA and a server certificate it signed for `127.0.0.1` (IP SAN) and `localhost`,
+/// written as PEM under `dir`.
+pub fn test_pki(dir: &Path) -> TlsFiles {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "ipa test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut srv = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    srv.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    let srv_key = KeyPair::generate().unwrap();
+    let srv_cert = srv.signed_by(&srv_key, &issuer).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let files = TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    };
+    std::fs::write(&files.ca, ca_cert.pem()).unwrap();
+    std::fs::write(&files.cert, srv_cert.pem()).unwrap();
+    std::fs::write(&files.key, srv_key.serialize_pem()).unwrap();
+    files
+}
+
+/// `progress.steps` (async): publishes `n` (default 3) `write` progress records 50 ms apart,
+/// then succeeds with `{"steps": n}`, or fails if `fail` is true.
+#[derive(Debug)]
+pub struct ProgressExtension;
+
+static PROGRESS_COMMANDS: &[ipa_core::command::CommandSpec] =
+    &[ipa_core::command::CommandSpec::asynchronous(
+        "steps",
+        &[ipa_core::command::Param::opt("n"), ipa_core::command::Param::opt("fail")],
+    )];
+
+#[async_trait]
+impl ipa_core::extension::Extension for ProgressExtension {
+    fn name(&self) -> &'static str {
+        "progress"
+    }
+    fn class_name(&self) -> &'static str {
+        "ProgressExtension"
+    }
+    fn commands(&self) -> &'static [ipa_core::command::CommandSpec] {
+        PROGRESS_COMMANDS
+    }
+    async fn execute(
+        &self,
+        _command: &str,
+        params: ipa_core::command::Params,
+        ctx: ipa_core::extension::CommandContext,
+    ) -> Result<Value, ipa_core::error::AgentError> {
+        let n = params.get("n").and_then(Value::as_u64).unwrap_or(3);
+        for done in 1..=n {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ctx.progress(ipa_core::events::Progress {
+                phase: "write".into(),
+                done,
+                total: Some(n),
+                ..Default::default()
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if params.get("fail").and_then(Value::as_bool).unwrap_or(false) {
+            return Err(ipa_core::error::AgentError::execution("failed after the last step"));
+        }
+        Ok(serde_json::json!({"steps": n}))
+    }
+}
+
+/// A harness whose dispatcher also has `progress.*`.
+pub fn progress_harness() -> ipa_test_support::Harness {
+    ipa_test_support::Harness::with_extensions(vec![std::sync::Arc::new(ProgressExtension)])
 }
