@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! cargo run --release -p ipa-image --example bench -- [--size-gib 2] [--dir /tmp/ipa-bench]
-//!     [--formats raw,qcow2,zstd,xz,gzip] [--runs 1]
+//!     [--formats raw,qcow2,zstd,xz,gzip] [--runs 1] [--readback]
 //! ```
 //! Each pipeline run happens in a child process so its peak RSS (VmHWM) is its own.
+//! `--readback` turns on read-back verification (its time is included in "ours").
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -163,7 +164,7 @@ async fn serve(dir: PathBuf) -> String {
     base
 }
 
-async fn one(url: String, target: PathBuf, sha: String) {
+async fn one(url: String, target: PathBuf, sha: String, readback: bool) {
     let client = Arc::new(HttpClient::new(HttpOptions::default()).unwrap());
     let dl = Download::new(client, "bench", vec![url.clone()]);
     let spec = StreamSpec {
@@ -175,11 +176,14 @@ async fn one(url: String, target: PathBuf, sha: String) {
         device: "bench-target".into(),
         base: 0,
         limit: None,
+        readback,
+        before_readback: None,
     };
     let t = Instant::now();
     let out = stream_image(dl, spec, None).await.unwrap();
+    let rb = out.readback.as_ref().map(|r| r.rate() / 1e6).unwrap_or(0.0);
     println!(
-        "{{\"secs\": {}, \"vmhwm_kib\": {}, \"image_size\": {}, \"downloaded\": {}, \"direct\": {}, \"random_reads\": {}}}",
+        "{{\"secs\": {}, \"vmhwm_kib\": {}, \"image_size\": {}, \"downloaded\": {}, \"direct\": {}, \"random_reads\": {}, \"readback_mb_s\": {rb}}}",
         t.elapsed().as_secs_f64(),
         vmhwm_kib(),
         out.image_size,
@@ -193,13 +197,14 @@ async fn one(url: String, target: PathBuf, sha: String) {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--one") {
-        one(args[2].clone(), PathBuf::from(&args[3]), args[4].clone()).await;
+        one(args[2].clone(), PathBuf::from(&args[3]), args[4].clone(), args.len() > 5).await;
         return;
     }
     let size = arg(&args, "--size-gib", "2").parse::<u64>().unwrap() << 30;
     let dir = PathBuf::from(arg(&args, "--dir", "/tmp/ipa-bench"));
     let runs: usize = arg(&args, "--runs", "1").parse().unwrap();
     let formats = arg(&args, "--formats", "raw,qcow2,zstd,xz,gzip");
+    let readback = args.iter().any(|a| a == "--readback");
     std::fs::create_dir_all(&dir).unwrap();
     let gib = size >> 30;
     let raw = dir.join(format!("img{gib}.raw"));
@@ -259,7 +264,12 @@ async fn main() {
             let exe2 = exe.clone();
             let (u2, t2, s2) = (url.clone(), target.clone(), sha.clone());
             let out = tokio::task::spawn_blocking(move || {
-                Command::new(exe2).args(["--one", &u2, t2.to_str().unwrap(), &s2]).output().unwrap()
+                let mut c = Command::new(exe2);
+                c.args(["--one", &u2, t2.to_str().unwrap(), &s2]);
+                if readback {
+                    c.arg("--readback");
+                }
+                c.output().unwrap()
             })
             .await
             .unwrap();
@@ -308,6 +318,12 @@ async fn main() {
                 file_len / curl / 1e6,
                 curl / ours,
             );
+            if readback {
+                println!(
+                    "|   read-back verification: {:.0} MB/s |",
+                    j["readback_mb_s"].as_f64().unwrap()
+                );
+            }
         }
     }
     let _ = std::fs::remove_file(&target);

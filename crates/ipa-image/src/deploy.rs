@@ -346,6 +346,8 @@ pub async fn run(s: &Arc<AgentServices>, args: &Params, ctx: &CommandContext) ->
         device: device.clone(),
         base: 0,
         limit: (disk_bytes > 0).then_some(disk_bytes),
+        readback: info.verify_readback || s.config.image_verify_readback,
+        before_readback: None,
     };
     if info.partition {
         if info.root_mb == 0 {

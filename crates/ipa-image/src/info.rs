@@ -51,6 +51,8 @@ pub struct ImageInfo {
     pub request_authorization: Option<String>,
     /// Legacy location of the config drive.
     pub configdrive: Option<Value>,
+    /// `image_verify_readback`: re-read and compare the written bytes.
+    pub verify_readback: bool,
 }
 
 impl std::fmt::Debug for ImageInfo {
@@ -207,6 +209,7 @@ impl ImageInfo {
             password: s(m, "image_server_password"),
             request_authorization: s(m, "image_request_authorization"),
             configdrive: m.get("configdrive").filter(|v| !v.is_null()).cloned(),
+            verify_readback: truthy(m.get("image_verify_readback")),
         })
     }
 }

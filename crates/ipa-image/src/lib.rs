@@ -8,7 +8,8 @@
 //!   is registered here too.
 //! * Download: hyper + rustls (ring); URL failover; retries; HTTP Range resume ([`http`]).
 //! * Verification inline on a separate thread; the first MiB is withheld until the checksum
-//!   matches ([`pipeline`], [`writer`]).
+//!   matches ([`pipeline`], [`writer`]); optional read-back verification of the written
+//!   bytes ([`readback`]).
 //! * qcow2 is converted natively while streaming, with Range requests for out-of-order
 //!   clusters ([`qcow2`]); nothing is staged in RAM or on disk.
 
@@ -23,6 +24,7 @@ pub mod http;
 pub mod info;
 pub mod pipeline;
 pub mod qcow2;
+pub mod readback;
 pub mod writer;
 
 use std::sync::Arc;

@@ -22,6 +22,7 @@ use crate::error::{ImageError, Result};
 use crate::format::{Compression, DiskFormat, SNIFF_LEN, sniff_compression, sniff_disk};
 use crate::http::{Download, RangeReader};
 use crate::qcow2;
+use crate::readback::{OutputDigest, ReadbackReport, read_back};
 use crate::writer::{WriteOp, Writer};
 
 /// Which formats may be written (`disk_format`, `permitted_image_formats`, deep inspection).
@@ -111,6 +112,23 @@ pub struct StreamSpec {
     pub base: u64,
     /// Size of the region, if bounded.
     pub limit: Option<u64>,
+    /// Re-read the written range after the write and compare it with what was written
+    /// ([`crate::readback`]).
+    pub readback: bool,
+    /// Test hook: called with the target path after the write, before the read-back.
+    #[doc(hidden)]
+    pub before_readback: Option<ReadbackHook>,
+}
+
+/// A callback run between the write and the read-back (fault injection in tests).
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct ReadbackHook(pub Arc<dyn Fn(&std::path::Path) + Send + Sync>);
+
+impl std::fmt::Debug for ReadbackHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadbackHook")
+    }
 }
 
 /// What a finished stream did.
@@ -132,8 +150,10 @@ pub struct StreamOutcome {
     pub random_reads: u64,
     /// Whether O_DIRECT was used.
     pub direct: bool,
-    /// Wall time.
+    /// Wall time (the read-back included).
     pub elapsed: Duration,
+    /// The read-back, when it was requested and done.
+    pub readback: Option<ReadbackReport>,
 }
 
 /// Pulls `Bytes` from the download channel; also a `Read` for the decoders.
@@ -370,10 +390,29 @@ pub async fn stream_image(
         }
         hex::encode(h.finalize())
     });
+    // Read-back: digest the written (decoded) stream on its own thread.
+    let (out_tx, out_digest) = if spec.readback {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<WriteOp>(32);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut d = OutputDigest::new();
+            for op in rx {
+                d.apply(&op);
+            }
+            d.finish()
+        });
+        (Some(tx), Some(task))
+    } else {
+        (None, None)
+    };
     let writer_task = tokio::task::spawn_blocking(move || -> Result<Writer> {
         for op in op_rx {
+            if let Some(tx) = &out_tx {
+                // Bytes clone: a reference count, not a copy.
+                let _ = tx.send(op.clone());
+            }
             writer.apply(op)?;
         }
+        drop(out_tx);
         writer.finish_body()?;
         Ok(writer)
     });
@@ -429,6 +468,16 @@ pub async fn stream_image(
         });
     }
     writer.commit_head()?;
+    let readback = match out_digest {
+        Some(task) => match task.await.map_err(joined)? {
+            Some(want) => Some(verify_readback(&spec, &mut writer, want, ctx.as_ref()).await?),
+            None => {
+                tracing::warn!(image = %spec.image_id, "read-back verification skipped");
+                None
+            }
+        },
+        None => None,
+    };
     let out = StreamOutcome {
         downloaded: dl.position(),
         image_size: decoded.size,
@@ -439,6 +488,7 @@ pub async fn stream_image(
         random_reads: decoded.random_reads,
         direct: writer.is_direct(),
         elapsed: started.elapsed(),
+        readback,
     };
     if let Some(ctx) = &ctx {
         ctx.progress(Progress {
@@ -461,4 +511,68 @@ pub async fn stream_image(
 
 fn algo_name(e: &Expected) -> String {
     format!("{:?}", e.algo).to_lowercase()
+}
+
+/// Re-read the written range and compare it with the digest of the written stream. On a
+/// mismatch the head is zeroed again (the target must not look bootable) and a write error
+/// names the first differing region.
+async fn verify_readback(
+    spec: &StreamSpec,
+    writer: &mut Writer,
+    want: crate::readback::RegionSums,
+    ctx: Option<&CommandContext>,
+) -> Result<ReadbackReport> {
+    if let Some(hook) = &spec.before_readback {
+        (hook.0)(&spec.target);
+    }
+    let len = want.len;
+    let done = Arc::new(AtomicU64::new(0));
+    let (target, base, d2) = (spec.target.clone(), spec.base, done.clone());
+    let mut task = tokio::task::spawn_blocking(move || read_back(&target, base, len, d2));
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let progress = |done: u64, final_rate: Option<f64>, msg: String| {
+        if let Some(ctx) = ctx {
+            let rate =
+                final_rate.unwrap_or(done as f64 / started.elapsed().as_secs_f64().max(1e-3));
+            ctx.progress(Progress {
+                phase: "verify".into(),
+                done,
+                total: Some(len),
+                rate: Some(rate),
+                eta_secs: (rate > 0.0).then(|| len.saturating_sub(done) as f64 / rate),
+                message: Some(msg),
+            });
+        }
+    };
+    let joined = loop {
+        tokio::select! {
+            r = &mut task => break r,
+            _ = tick.tick() => progress(done.load(Ordering::Relaxed), None, "reading back".into()),
+        }
+    };
+    let werr = |msg: String| ImageError::Write { device: spec.device.clone(), msg };
+    let (got, report) = joined
+        .map_err(|e| ImageError::Other(format!("read-back failed: {e}")))?
+        .map_err(|e| werr(format!("read-back verification: {e}")))?;
+    if let Some((start, end)) = want.first_difference(&got) {
+        tracing::error!(image = %spec.image_id, device = %spec.device, start, end,
+            "read-back verification failed; zeroing the head of the image");
+        writer.poison()?;
+        return Err(werr(format!(
+            "read-back verification failed: the bytes read back from image offsets \
+             {start}..{end} differ from the bytes written; the first MiB was zeroed"
+        )));
+    }
+    let mbps = report.rate() / 1e6;
+    progress(
+        report.bytes,
+        Some(report.rate()),
+        format!("read-back verified {} bytes at {mbps:.0} MB/s", report.bytes),
+    );
+    tracing::info!(image = %spec.image_id, device = %spec.device, bytes = report.bytes,
+        secs = report.elapsed.as_secs_f64(), mb_per_s = mbps, direct = report.direct,
+        "read-back verification passed");
+    Ok(report)
 }

@@ -16,7 +16,7 @@ const ALIGN: usize = 4096;
 const BUF: usize = 8 << 20;
 
 /// A write to the target, relative to the writer's base offset.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum WriteOp {
     /// Data at an offset.
     Data(u64, bytes::Bytes),

@@ -277,6 +277,10 @@ pub struct AgentConfig {
     /// Comma-separated formats the agent will write.
     #[serde(default = "d_formats")]
     pub permitted_image_formats: String,
+    /// Re-read every written image and compare it with the bytes written (also per deploy with
+    /// `image_info["image_verify_readback"]`).
+    #[serde(default, deserialize_with = "lenient_bool")]
+    pub image_verify_readback: bool,
     /// Allow legacy BIOS grub installation.
     #[serde(default, deserialize_with = "lenient_bool")]
     pub enable_bios_bootloader_install: bool,
