@@ -195,6 +195,18 @@ impl Router {
     pub(crate) fn has_seen(&self, agent: &str) -> bool {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).contains_key(agent)
     }
+
+    /// Wait (polling, bounded by `timeout`) until `agent` has announced itself.
+    pub(crate) async fn wait_for_agent(&self, agent: &str, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.has_seen(agent) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
 }
 
 /// How an envelope client sends one request.

@@ -149,14 +149,7 @@ impl ZmqController {
 
     /// Wait until `agent_id` has announced itself (bounded by `timeout`).
     pub async fn wait_for_agent(&self, agent_id: &str, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while tokio::time::Instant::now() < deadline {
-            if self.router.has_seen(agent_id) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
+        self.router.wait_for_agent(agent_id, timeout).await
     }
 
     /// All events.

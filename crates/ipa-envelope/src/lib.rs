@@ -26,6 +26,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod link;
+
 /// The protocol version this crate speaks (`"v"` on every message).
 pub const PROTOCOL_VERSION: u32 = 1;
 

@@ -15,7 +15,7 @@
 //!   `password_file`, or in the URL). Passwords never reach a log line.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,9 +25,8 @@ use ipa_core::config::{AgentConfig, ConfigError};
 use ipa_core::dispatcher::SharedDispatcher;
 use ipa_core::events::AgentEvent;
 use ipa_core::registry::TransportDescriptor;
-use ipa_core::transport::{
-    ReadyInfo, Transport, TransportContext, TransportError, TransportFuture,
-};
+use ipa_core::transport::{Transport, TransportContext, TransportError, TransportFuture};
+use ipa_envelope::link::{LinkStateCell, ReadyOnce, heartbeat_interval, next_event};
 use ipa_envelope::{
     DEFAULT_MAX_MESSAGE_BYTES, Event, LinkState, Reply, decode_request, handle_staged, too_large,
 };
@@ -182,16 +181,7 @@ pub struct AmqpConfig {
     )]
     pub ready_timeout_ms: u64,
     #[serde(skip)]
-    state: Arc<StateCell>,
-}
-
-#[derive(Debug, Default)]
-struct StateCell(OnceLock<watch::Sender<LinkState>>);
-
-impl StateCell {
-    fn tx(&self) -> &watch::Sender<LinkState> {
-        self.0.get_or_init(|| watch::channel(LinkState::Connecting).0)
-    }
+    state: Arc<LinkStateCell>,
 }
 
 impl std::fmt::Debug for AmqpConfig {
@@ -248,7 +238,7 @@ impl AmqpConfig {
 
     /// Watch the link state (why it is down, if it is).
     pub fn link_state(&self) -> watch::Receiver<LinkState> {
-        self.state.tx().subscribe()
+        self.state.subscribe()
     }
 
     /// The queue this agent consumes.
@@ -368,26 +358,12 @@ struct Shared {
     state: watch::Sender<LinkState>,
 }
 
-/// Reports readiness exactly once: on the first connect, or "(connecting)" after the timeout.
-#[derive(Clone)]
-struct ReadyOnce {
-    done: Arc<std::sync::atomic::AtomicBool>,
-    board: ipa_core::transport::ReadyBoard,
-}
-
-impl ReadyOnce {
-    fn report(&self, endpoint: String) {
-        if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            self.board.report(ReadyInfo { transport: "amqp".into(), endpoint });
-        }
-    }
-}
-
 async fn serve(cfg: AmqpConfig, mut ctx: TransportContext) -> Result<(), TransportError> {
-    let shared = Shared { state: cfg.state.tx().clone(), cfg };
+    let shared = Shared { state: cfg.state.sender().clone(), cfg };
     let cfg = &shared.cfg;
     let mut backoff = cfg.reconnect_min_ms.max(10);
-    let ready = ReadyOnce { done: Arc::default(), board: ctx.ready.clone() };
+    // Ready on the first connect, or "(connecting)" after the timeout.
+    let ready = ReadyOnce::new(ctx.ready.clone(), "amqp");
     {
         let ready = ready.clone();
         let wait = Duration::from_millis(cfg.ready_timeout_ms);
@@ -398,7 +374,7 @@ async fn serve(cfg: AmqpConfig, mut ctx: TransportContext) -> Result<(), Transpo
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.cancelled() => return,
             }
-            if !ready.done.load(std::sync::atomic::Ordering::SeqCst) {
+            if !ready.is_done() {
                 tracing::warn!(broker = %endpoint, "amqp: broker not reachable yet; still trying in the background");
                 ready.report(format!("{endpoint} (connecting)"));
             }
@@ -546,8 +522,7 @@ async fn session(
     let exchange = cfg.events_exchange.clone();
     publish_event(&ch, &exchange, agent_id, AgentEvent::AgentOnline { agent_id: agent_id.into() })
         .await?;
-    let mut heartbeat = tokio::time::interval(Duration::from_millis(cfg.heartbeat_ms.max(100)));
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heartbeat = heartbeat_interval(cfg.heartbeat_ms);
     heartbeat.tick().await;
     let max = cfg.max_message_bytes as usize;
     loop {
@@ -576,11 +551,11 @@ async fn session(
                 let dispatcher = ctx.dispatcher.clone();
                 tokio::spawn(handle_delivery(ch, dispatcher, delivery, max));
             }
-            ev = events.recv() => match ev {
-                Ok(ev) => publish_event(&ch, &exchange, agent_id, ev).await?,
-                Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(lost = n, "amqp: event subscriber lagged"),
-                Err(broadcast::error::RecvError::Closed) => {}
-            },
+            ev = next_event(events, "amqp") => {
+                if let Some(ev) = ev {
+                    publish_event(&ch, &exchange, agent_id, ev).await?;
+                }
+            }
             _ = heartbeat.tick() => {
                 if !conn.status().connected() {
                     return Err(AmqpError::Broker("connection lost".into()));

@@ -29,12 +29,11 @@ use ipa_core::config::{AgentConfig, ConfigError};
 use ipa_core::dispatcher::SharedDispatcher;
 use ipa_core::events::AgentEvent;
 use ipa_core::registry::TransportDescriptor;
-use ipa_core::transport::{
-    ReadyInfo, Transport, TransportContext, TransportError, TransportFuture,
-};
+use ipa_core::transport::{Transport, TransportContext, TransportError, TransportFuture};
+use ipa_envelope::link::{LinkStateCell, ReadyOnce, heartbeat_interval, next_event};
 use ipa_envelope::{DEFAULT_MAX_MESSAGE_BYTES, Event, LinkState, decode_request, handle};
 use serde::Deserialize;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 pub use bridge::{Bridge, BridgeHandle, CurveRole, Inbound, LinkEvent, SocketSpec};
 
@@ -171,16 +170,7 @@ pub struct ZmqConfig {
     )]
     pub ready_timeout_ms: u64,
     #[serde(skip)]
-    state: Arc<StateCell>,
-}
-
-#[derive(Debug, Default)]
-struct StateCell(OnceLock<watch::Sender<LinkState>>);
-
-impl StateCell {
-    fn tx(&self) -> &watch::Sender<LinkState> {
-        self.0.get_or_init(|| watch::channel(LinkState::Connecting).0)
-    }
+    state: Arc<LinkStateCell>,
 }
 
 impl std::fmt::Debug for ZmqConfig {
@@ -218,7 +208,7 @@ impl ZmqConfig {
 
     /// Watch the link state (why it is down, if it is).
     pub fn link_state(&self) -> watch::Receiver<LinkState> {
-        self.state.tx().subscribe()
+        self.state.subscribe()
     }
 
     fn has_secret(&self) -> bool {
@@ -398,26 +388,16 @@ async fn serve(
     mut agent_id: String,
 ) -> Result<(), TransportError> {
     let bound = cfg.bind.is_some();
-    let state = cfg.state.tx().clone();
+    let state = cfg.state.sender().clone();
     let max = cfg.max_message_bytes as usize;
     let mut events = ctx.dispatcher.subscribe();
     let mut peers = Peers::default();
-    let mut heartbeat = tokio::time::interval(Duration::from_millis(cfg.heartbeat_ms.max(100)));
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heartbeat = heartbeat_interval(cfg.heartbeat_ms);
     let ready_deadline = tokio::time::sleep(Duration::from_millis(cfg.ready_timeout_ms));
     tokio::pin!(ready_deadline);
-    let mut reported = false;
-    let report = |reported: &mut bool, endpoint: &str, note: &str| {
-        if !*reported {
-            *reported = true;
-            ctx.ready.report(ReadyInfo {
-                transport: "zmq".into(),
-                endpoint: format!("{endpoint}{note}"),
-            });
-        }
-    };
+    let ready = ReadyOnce::new(ctx.ready.clone(), "zmq");
     if bound {
-        report(&mut reported, &bridge.endpoint, "");
+        ready.report(bridge.endpoint.clone());
         state.send_replace(LinkState::Up { endpoint: bridge.endpoint.clone() });
     }
     tracing::info!(endpoint = %bridge.endpoint, bound, agent_id = %agent_id, curve = cfg.curve_server_key.is_some() || cfg.has_secret(), "zmq transport started");
@@ -430,9 +410,9 @@ async fn serve(
                 stop(bridge).await;
                 return Ok(());
             }
-            _ = &mut ready_deadline, if !reported => {
+            _ = &mut ready_deadline, if !ready.is_done() => {
                 tracing::warn!(endpoint = %bridge.endpoint, "zmq: controller not reachable yet; still trying in the background");
-                report(&mut reported, &bridge.endpoint, " (connecting)");
+                ready.report(format!("{} (connecting)", bridge.endpoint));
             }
             m = bridge.inbound.recv() => {
                 let Some(m) = m else {
@@ -468,7 +448,7 @@ async fn serve(
                         if !bound {
                             send_event(&bridge.handle, bound, &peers, &agent_id,
                                 AgentEvent::AgentOnline { agent_id: agent_id.clone() });
-                            report(&mut reported, &endpoint, "");
+                            ready.report(endpoint);
                         }
                     }
                     Inbound::Link(LinkEvent::HandshakeFailed { endpoint, reason }) => {
@@ -489,11 +469,11 @@ async fn serve(
                     }
                 }
             }
-            ev = events.recv() => match ev {
-                Ok(ev) => send_event(&bridge.handle, bound, &peers, &agent_id, ev),
-                Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!(lost = n, "zmq: event subscriber lagged"),
-                Err(broadcast::error::RecvError::Closed) => {}
-            },
+            ev = next_event(&mut events, "zmq") => {
+                if let Some(ev) = ev {
+                    send_event(&bridge.handle, bound, &peers, &agent_id, ev);
+                }
+            }
             _ = heartbeat.tick() => {
                 send_event(&bridge.handle, bound, &peers, &agent_id,
                     AgentEvent::AgentHeartbeat { agent_id: agent_id.clone() });
