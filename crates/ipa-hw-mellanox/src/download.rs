@@ -1,13 +1,13 @@
-//! Streaming firmware download (`http://`, `file://`) with the checksum computed on the way to
-//! disk: the image is never held in memory.
+//! Streaming firmware download (`http://`, `https://`, `file://`) through ipa-image's client,
+//! with the checksum computed on the way to disk: the image is never held in memory.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
 
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use ipa_image::ImageError;
+use ipa_image::file_download::download_to_file;
+use ipa_image::http::{HttpClient, HttpOptions};
 use md5::Digest as _;
-use tokio::io::AsyncWriteExt;
 
 use crate::error::MellanoxError;
 
@@ -72,76 +72,26 @@ impl Hasher {
     }
 }
 
-/// Fetch `url` into `dest`, returning the hex digest of what was written.
+/// Fetch `url` into `dest` with ipa-image's downloader ([`ipa_image::file_download`]): `http://`
+/// and `https://` with `opts` (agent CA file / insecure, proxies, retries, Range resume,
+/// timeouts), or `file://`. Returns the hex digest of what was written, computed on the way to
+/// disk.
 pub async fn fetch(
     url: &str,
     dest: &Path,
     checksum: ChecksumType,
-    timeout: Duration,
+    opts: &HttpOptions,
 ) -> Result<String, MellanoxError> {
     let fail = |reason: String| MellanoxError::Download { url: url.to_string(), reason };
-    let mut file = tokio::fs::File::create(dest)
-        .await
-        .map_err(|e| fail(format!("cannot create {}: {e}", dest.display())))?;
+    let client = HttpClient::new(opts.clone()).map_err(|e| fail(e.to_string()))?;
     let mut hasher = Hasher::new(checksum);
-    if let Some(path) = url.strip_prefix("file://") {
-        let mut src = tokio::fs::File::open(path).await.map_err(|e| fail(e.to_string()))?;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = tokio::io::AsyncReadExt::read(&mut src, &mut buf)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            file.write_all(&buf[..n]).await.map_err(|e| fail(e.to_string()))?;
-        }
-    } else if url.starts_with("http://") {
-        let uri: http::Uri = url.parse().map_err(|e| fail(format!("invalid URL: {e}")))?;
-        let host = uri.host().ok_or_else(|| fail("URL has no host".into()))?.to_string();
-        let port = uri.port_u16().unwrap_or(80);
-        let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| host.clone());
-        let connect = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port));
-        let stream = tokio::time::timeout(timeout, connect)
-            .await
-            .map_err(|_| fail(format!("connection timed out after {}s", timeout.as_secs())))?
-            .map_err(|e| fail(e.to_string()))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| fail(e.to_string()))?;
-        let driver = tokio::spawn(conn);
-        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let req = http::Request::get(path)
-            .header(http::header::HOST, authority)
-            .header(http::header::USER_AGENT, "ipa-hw-mellanox")
-            .body(Empty::<bytes::Bytes>::new())
-            .map_err(|e| fail(e.to_string()))?;
-        let resp = tokio::time::timeout(timeout, sender.send_request(req))
-            .await
-            .map_err(|_| fail(format!("no response after {}s", timeout.as_secs())))?
-            .map_err(|e| fail(e.to_string()))?;
-        if !resp.status().is_success() {
-            driver.abort();
-            return Err(fail(format!("HTTP status {}", resp.status())));
-        }
-        let mut body = resp.into_body();
-        loop {
-            let frame = tokio::time::timeout(timeout, body.frame())
-                .await
-                .map_err(|_| fail(format!("read timed out after {}s", timeout.as_secs())))?;
-            let Some(frame) = frame else { break };
-            let frame = frame.map_err(|e| fail(e.to_string()))?;
-            if let Ok(data) = frame.into_data() {
-                hasher.update(&data);
-                file.write_all(&data).await.map_err(|e| fail(e.to_string()))?;
-            }
-        }
-        driver.abort();
-    } else {
-        return Err(fail("only http:// and file:// URLs are supported".into()));
-    }
-    file.flush().await.map_err(|e| fail(e.to_string()))?;
-    file.sync_all().await.map_err(|e| fail(e.to_string()))?;
+    download_to_file(Arc::new(client), url, url, dest, |chunk| hasher.update(chunk))
+        .await
+        .map_err(|e| match e {
+            ImageError::Download { msg, .. }
+            | ImageError::DownloadFatal { msg, .. }
+            | ImageError::DownloadTimeout { msg, .. } => fail(msg),
+            other => fail(other.to_string()),
+        })?;
     Ok(hasher.hex())
 }

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use ipa_core::Params;
 use ipa_core::os::{CommandRunner, ExecOutput, ExecRequest};
+use ipa_image::http::HttpOptions;
 use serde_json::{Map, Value, json};
 
 use crate::download::{ChecksumType, fetch};
@@ -35,8 +35,8 @@ pub struct FirmwareContext {
     pub work_dir: PathBuf,
     /// False in sandbox mode: everything is validated, but nothing is written.
     pub allow_writes: bool,
-    /// Connect/read timeout of downloads.
-    pub download_timeout: Duration,
+    /// Download settings (ipa-image's client): timeouts, retries, CA file / insecure, proxies.
+    pub http: HttpOptions,
 }
 
 async fn run(ctx: &FirmwareContext, req: ExecRequest) -> Result<ExecOutput, MellanoxError> {
@@ -80,7 +80,7 @@ pub fn parse_query(stdout: &str) -> FwInfo {
 /// One entry of the `images` argument (IPA's key names).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageSpec {
-    /// `url`: `http://` or `file://`.
+    /// `url`: `http://`, `https://` or `file://`.
     pub url: String,
     /// `checksum`: hex digest of the file.
     pub checksum: String,
@@ -237,7 +237,7 @@ pub async fn update_images(ctx: &FirmwareContext, args: &Params) -> Result<Value
     let mut verified = Vec::new();
     for (i, (img, targets)) in plan.into_iter().enumerate() {
         let path = work.0.join(format!("image-{i}.bin"));
-        let actual = fetch(&img.url, &path, img.checksum_type, ctx.download_timeout).await?;
+        let actual = fetch(&img.url, &path, img.checksum_type, &ctx.http).await?;
         if actual != img.checksum {
             return Err(MellanoxError::Checksum {
                 url: img.url.clone(),

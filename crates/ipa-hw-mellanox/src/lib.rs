@@ -33,6 +33,7 @@ use ipa_core::hardware::{
 use ipa_core::os::CommandRunner;
 use ipa_core::registry::HardwareManagerDescriptor;
 use ipa_core::services::{AgentServices, RunMode};
+use ipa_image::http::HttpOptions;
 use serde_json::Value;
 
 pub use error::MellanoxError;
@@ -88,7 +89,7 @@ impl MellanoxDeviceHardwareManager {
                 runner,
                 work_dir: work_dir.into(),
                 allow_writes: true,
-                download_timeout: Duration::from_secs(60),
+                http: HttpOptions::default(),
             },
         }
     }
@@ -101,8 +102,22 @@ impl MellanoxDeviceHardwareManager {
 
     /// Connect/read timeout of image downloads.
     pub fn with_download_timeout(mut self, t: Duration) -> Self {
-        self.fw.download_timeout = t;
+        self.fw.http.timeout = t;
         self
+    }
+
+    /// All download settings (ipa-image's client options).
+    pub fn with_http_options(mut self, opts: HttpOptions) -> Self {
+        self.fw.http = opts;
+        self
+    }
+
+    /// Download settings from the agent configuration, as for auxiliary downloads in
+    /// ipa-image ([`ipa_image::file_download::agent_http_options`]): the
+    /// `image_download_connection_*` options, `image_download_max_duration`, `insecure`,
+    /// `cafile` and the proxy environment variables.
+    pub fn with_agent_download_settings(self, services: &AgentServices) -> Self {
+        self.with_http_options(ipa_image::file_download::agent_http_options(services))
     }
 
     /// Built from the agent's services: root prefix and work directory from the run mode.
@@ -113,9 +128,7 @@ impl MellanoxDeviceHardwareManager {
         };
         Self::new(services.mode.root_prefix(), services.runner.clone(), work_dir)
             .with_firmware_writes(!services.mode.is_sandbox())
-            .with_download_timeout(Duration::from_secs(
-                services.config.image_download_connection_timeout.max(1),
-            ))
+            .with_agent_download_settings(services)
     }
 
     fn sysfs(&self) -> &Sysfs {
@@ -128,7 +141,7 @@ impl MellanoxDeviceHardwareManager {
             Step::new(STEP_IMAGE, 0, "deploy").reboot_requested(true).abortable(false).arg(
                 "images",
                 "Json blob contains a list of images, where each image contains a map of url \
-                 (http:// or file://), checksum, checksumType (md5, sha256 or sha512), \
+                 (http://, https:// or file://), checksum, checksumType (md5, sha256 or sha512), \
                  componentFlavor (the PSID of the NICs the image is for) and version (the \
                  firmware version inside the image)",
                 true,

@@ -452,3 +452,118 @@ async fn other_steps_are_incompatible_so_dispatch_moves_on() {
     let e = run_step(&f.manager(), "erase_devices", json!({})).await.unwrap_err();
     assert!(e.is_incompatible());
 }
+
+/// A self-signed certificate for 127.0.0.1 (PEM) and a loopback HTTPS server presenting it,
+/// serving `body` for any path to at most 16 connections.
+async fn serve_tls(body: &'static [u8]) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert_pem = ck.cert.pem();
+    let key = rustls_pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        for _ in 0..16 {
+            let Ok((tcp, _)) = l.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(tcp).await else { return };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 64 * 1024 {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (format!("https://{addr}/fw/cx5.bin"), cert_pem)
+}
+
+/// Agent services whose configuration trusts `ca_pem` through `cafile` (the option image
+/// downloads use), with no retry delay.
+fn services_trusting(f: &Fixture, ca_pem: Option<&str>) -> Arc<ipa_core::AgentServices> {
+    let cafile = ca_pem.map(|pem| {
+        let p = f.dir.path().join("ca.pem");
+        std::fs::write(&p, pem).unwrap();
+        p
+    });
+    let config = ipa_core::config::AgentConfig {
+        cafile,
+        image_download_connection_retries: 0,
+        image_download_connection_retry_interval: 0,
+        image_download_connection_timeout: 10,
+        ..Default::default()
+    };
+    ipa_core::AgentServices::new(
+        config,
+        figment::Figment::new(),
+        ipa_core::RunMode::Sandbox { dir: f.dir.path().to_path_buf() },
+        Arc::new(f.runner.clone()),
+        Arc::new(ipa_core::os::RecordingPower::new(f.dir.path().join("power.log"))),
+    )
+}
+
+#[tokio::test]
+async fn https_image_is_downloaded_with_the_agent_cafile_verified_and_flashed() {
+    let f = Fixture::new();
+    f.script("MT_0000000080", "16.35.1012", "MT_0000000080", "16.35.2000");
+    let (url, ca) = serve_tls(IMAGE).await;
+    let args = image_args(&url, &sha256(IMAGE), "MT_0000000080", "16.35.2000");
+
+    // Without the CA the self-signed server is refused: nothing is inspected or flashed.
+    let untrusting = f.manager().with_agent_download_settings(&services_trusting(&f, None));
+    let e =
+        run_step(&untrusting, "update_nvidia_nic_firmware_image", args.clone()).await.unwrap_err();
+    assert_eq!(e.kind(), "ImageDownloadError", "{}", e.details());
+    assert!(f.burns().is_empty());
+
+    let m = f.manager().with_agent_download_settings(&services_trusting(&f, Some(&ca)));
+    let r = run_step(&m, "update_nvidia_nic_firmware_image", args).await.unwrap();
+    assert_eq!(
+        r["updated"],
+        json!([{"pci": CARD, "psid": "MT_0000000080", "from": "16.35.1012", "to": "16.35.2000"}])
+    );
+    let burns = f.burns();
+    assert_eq!(burns.len(), 1, "{burns:?}");
+    assert!(burns[0].starts_with("mstflint -d 0000:3b:00.0 -i "), "{burns:?}");
+}
+
+#[tokio::test]
+async fn bad_checksum_over_https_is_refused_before_any_flash_command() {
+    let f = Fixture::new();
+    f.script("MT_0000000080", "16.35.1012", "MT_0000000080", "16.35.2000");
+    let (url, ca) = serve_tls(IMAGE).await;
+    let m = f.manager().with_agent_download_settings(&services_trusting(&f, Some(&ca)));
+    let e = run_step(
+        &m,
+        "update_nvidia_nic_firmware_image",
+        image_args(&url, &sha256(b"other"), "MT_0000000080", "16.35.2000"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), "ImageChecksumError", "{}", e.details());
+    assert!(e.details().contains(&sha256(IMAGE)), "the whole image was fetched: {}", e.details());
+    assert!(f.burns().is_empty());
+    assert!(
+        !f.runner.command_lines().iter().any(|l| l.starts_with("mstflint -i")),
+        "image not even inspected"
+    );
+}

@@ -19,6 +19,7 @@ pub mod configdrive;
 pub mod deploy;
 pub mod disk;
 pub mod error;
+pub mod file_download;
 pub mod format;
 pub mod http;
 pub mod info;
