@@ -4,55 +4,14 @@
 //! cleanly on SIGTERM.
 #![cfg(feature = "transport-rest")]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ipa_ironic::testing::{free_port, http};
 use serde_json::Value;
 
 const TOKEN: &str = "standalone-test-token-4f1d2c3b5a6978e0aa11bb22";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// One HTTP/1.1 request over a fresh connection; returns (status, body).
-fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((len, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
-}
 
 struct Agent {
     child: Child,
@@ -90,7 +49,7 @@ impl Agent {
     fn wait_ready(&mut self) -> Duration {
         let t0 = Instant::now();
         for _ in 0..200 {
-            if let Ok((200, _)) = http(self.port, "GET", "/v1/status", "") {
+            if let Ok((200, _)) = http(self.port, "GET", "/v1/status", &[], None) {
                 return t0.elapsed();
             }
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -106,7 +65,8 @@ impl Agent {
             self.port,
             "POST",
             &format!("/v1/commands/?agent_token={TOKEN}&wait=true"),
-            &format!(r#"{{"name":"{name}","params":{{}}}}"#),
+            &[],
+            Some(&serde_json::json!({"name": name, "params": {}})),
         )
         .unwrap();
         assert_eq!(code, 200, "{body}");
