@@ -30,11 +30,22 @@ pub fn http(
     headers: &[(&str, &str)],
     body: Option<&Value>,
 ) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    http_to("127.0.0.1", port, method, path, headers, body)
+}
+
+/// [`http`] to another host (an address inside a test's network namespace).
+pub fn http_to(
+    host: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect((host, port))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -263,6 +274,18 @@ instance_master_path = {st}/master
     /// Create the schema and start Ironic; returns once the conductor has registered
     /// `fake-hardware` (at most 120 s).
     pub fn start(opts: &IronicOptions) -> Result<Self, String> {
+        let http_port = free_port();
+        Self::start_with(|me| me.config(opts, http_port), "fake-hardware")
+    }
+
+    /// Start Ironic with the configuration `config` returns (given the server, for its state
+    /// directory and API port); returns once the conductor has registered `ready_driver`
+    /// (at most 120 s). The VM lab uses this for its redfish + iPXE configuration. The state
+    /// directory has `certs`, `http`, `tftp`, `images` and `master` made beforehand.
+    pub fn start_with(
+        config: impl FnOnce(&Self) -> String,
+        ready_driver: &str,
+    ) -> Result<Self, String> {
         let venv =
             Self::venv().ok_or("no Ironic venv (set IRONIC_VENV or install /opt/ironic-venv)")?;
         let dir =
@@ -272,7 +295,7 @@ instance_master_path = {st}/master
         }
         let mut me = Self { port: free_port(), dir, child: None, startup: Duration::ZERO };
         let conf = me.dir.path().join("ironic.conf");
-        std::fs::write(&conf, me.config(opts, free_port())).map_err(|e| e.to_string())?;
+        std::fs::write(&conf, config(&me)).map_err(|e| e.to_string())?;
         let log =
             |name: &str| std::fs::File::create(me.dir.path().join(name)).map_err(|e| e.to_string());
         let st = Command::new(venv.join("bin/ironic-dbsync"))
@@ -304,7 +327,7 @@ instance_master_path = {st}/master
         me.child = Some(child);
         while t0.elapsed() < Duration::from_secs(120) {
             if let Ok((200, body)) = me.get("/v1/drivers")
-                && body.contains("fake-hardware")
+                && body.contains(ready_driver)
             {
                 me.startup = t0.elapsed();
                 return Ok(me);

@@ -86,8 +86,11 @@ impl PowerController for RecordingPower {
     }
 }
 
-/// The real controller: `sync(2)`, drop caches, then `reboot(2)`; falls back to
-/// `/proc/sysrq-trigger` if the syscall fails. Only constructed in real mode.
+/// The real controller: `sync(2)`, drop caches, then either asks the ramdisk's init to power
+/// off or reboot (when the agent runs under `ipa-init`, which sets `IPA_INIT=1`: SIGUSR2 to
+/// PID 1 powers off, SIGTERM reboots — busybox init's convention, so the init stops every
+/// process, syncs and calls `reboot(2)` itself), or calls `reboot(2)` directly, falling back to
+/// `/proc/sysrq-trigger`. Only constructed in real mode.
 #[derive(Debug, Clone, Default)]
 pub struct SystemPower;
 
@@ -107,10 +110,19 @@ fn system_power(action: PowerAction) -> Result<(), AgentError> {
         let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
         return Ok(());
     }
-    let (cmd, sysrq) = match action {
-        PowerAction::Reboot => (libc::LINUX_REBOOT_CMD_RESTART, "b"),
-        _ => (libc::LINUX_REBOOT_CMD_POWER_OFF, "o"),
+    let (cmd, sysrq, signal) = match action {
+        PowerAction::Reboot => (libc::LINUX_REBOOT_CMD_RESTART, "b", libc::SIGTERM),
+        _ => (libc::LINUX_REBOOT_CMD_POWER_OFF, "o", libc::SIGUSR2),
     };
+    if std::env::var_os("IPA_INIT").is_some_and(|v| v == "1") {
+        tracing::warn!(?action, "asking the ramdisk's init (PID 1) to perform the power action");
+        // SAFETY: kill(2) with a valid PID and signal number.
+        if unsafe { libc::kill(1, signal) } == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        tracing::error!(error = %err, "cannot signal PID 1; calling reboot(2) directly");
+    }
     // SAFETY: reboot(2) with a valid command; it either does not return or returns -1.
     let rc = unsafe { libc::reboot(cmd) };
     if rc != 0 {
