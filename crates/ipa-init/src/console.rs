@@ -1,0 +1,45 @@
+//! Console output: every line is `ipa-init: [<uptime>] <message>`, on stderr (PID 1's
+//! stdout and stderr are both `/dev/console`; in host modes stdout carries the data).
+
+use std::fmt;
+use std::io::Write as _;
+
+/// Seconds since boot: `/proc/uptime`, or `CLOCK_BOOTTIME` (the same clock) before `/proc`
+/// is mounted.
+pub fn uptime() -> f64 {
+    if let Ok(s) = std::fs::read_to_string("/proc/uptime")
+        && let Some(Ok(v)) = s.split_whitespace().next().map(str::parse::<f64>)
+    {
+        return v;
+    }
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    if rc == 0 { ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9 } else { 0.0 }
+}
+
+/// Format one console line (with the trailing newline).
+pub fn format_line(uptime: f64, msg: &str) -> String {
+    format!("ipa-init: [{uptime:>9.3}] {msg}\n")
+}
+
+/// Write one line to the console; errors (no console) are ignored: PID 1 must not panic.
+pub fn log(args: fmt::Arguments<'_>) {
+    let line = format_line(uptime(), &args.to_string());
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// `say!("loaded {} modules", n)` — a console line.
+#[macro_export]
+macro_rules! say {
+    ($($t:tt)*) => { $crate::console::log(format_args!($($t)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn line_format() {
+        assert_eq!(super::format_line(1.5, "hello"), "ipa-init: [    1.500] hello\n");
+        assert!(super::uptime() > 0.0);
+    }
+}

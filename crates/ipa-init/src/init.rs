@@ -1,0 +1,948 @@
+//! PID 1 itself: the boot sequence and the event loop. Only [`run`] is public, and `main`
+//! calls it only when `getpid() == 1`.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{self, Write as _};
+use std::net::IpAddr;
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::mount::MsFlags;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::Pid;
+
+use crate::cmdline::{BootConfig, Cmdline, IpParam, StaticIp};
+use crate::modules::{
+    Coldplug, FinitModuleLoader, ModuleIndex, Report, parse_module_list, scan_modaliases,
+};
+use crate::net::{self, Assignment, NicConfig, Stage, Tool, WaitFor};
+use crate::power::PowerAction;
+use crate::supervisor::{CommandSpec, Io, RealSpawner, RestartPolicy, Supervisor, reap_children};
+use crate::{say, sys};
+
+/// PATH for every child.
+pub const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+const PATH_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+/// The fixed module list the builder writes.
+pub const MODULE_LIST: &str = "/etc/ipa-init/modules";
+/// The agent's log file.
+pub const AGENT_LOG: &str = "/run/ipa-agent.log";
+const AGENT_LOG_MAX: u64 = 16 << 20;
+const MAX_COLDPLUG_PASSES: usize = 5;
+const SETTLE: Duration = Duration::from_millis(200);
+const SYSFS_DEPTH: usize = 24;
+const BOOTIF_GRACE: Duration = Duration::from_secs(5);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+fn signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGPWR,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// Run as PID 1. Never returns: on a fatal error it falls back to a minimal loop that still
+/// reaps children and obeys power signals.
+pub fn run() -> ! {
+    // Signals first, so none is lost: blocked signals queue even for init.
+    let set = signals();
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    let result = std::panic::catch_unwind(|| boot(&set));
+    match result {
+        Ok(Err(e)) => say!("FATAL: {e}"),
+        Err(_) => say!("FATAL: ipa-init panicked"),
+        Ok(Ok(never)) => match never {},
+    }
+    emergency_loop(&set)
+}
+
+enum Never {}
+
+/// Fallback after a fatal error: a shell on the console if there is one, reaping, and the
+/// power signals.
+fn emergency_loop(set: &SigSet) -> ! {
+    say!("entering emergency mode: reaping children, obeying power signals");
+    if Path::new("/bin/sh").exists() {
+        let _ = Command::new("/bin/sh").env_clear().env("PATH", PATH).env("HOME", "/root").spawn();
+    }
+    loop {
+        match set.wait() {
+            Ok(Signal::SIGCHLD) => {
+                let mut sup = Supervisor::new();
+                let _ = reap_children(&mut sup, Instant::now());
+            }
+            Ok(sig) => {
+                if let Some(action) = PowerAction::from_signal(sig) {
+                    say!("{action} requested ({sig})");
+                    let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
+                    std::thread::sleep(Duration::from_secs(2));
+                    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+                    nix::unistd::sync();
+                    let _ = nix::sys::reboot::reboot(action.reboot_mode());
+                }
+            }
+            Err(_) => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+}
+
+fn boot(set: &SigSet) -> Result<Never, crate::Error> {
+    // SAFETY: umask only changes this process's file-mode creation mask.
+    unsafe { libc::umask(0o022) };
+    let _ = std::env::set_current_dir("/");
+    say!("ipa-init {} starting as PID 1", env!("CARGO_PKG_VERSION"));
+
+    // 1. Filesystems and the console.
+    mount_early();
+    let _ = nix::sys::reboot::set_cad_enabled(false);
+    let cmdline = Cmdline::parse(&sys::read("/proc/cmdline").unwrap_or_default());
+    let cfg = BootConfig::from_cmdline(&cmdline);
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    say!("kernel {release}; {}", plan_summary(&cfg));
+    for w in &cfg.warnings {
+        say!("warning: {w}");
+    }
+
+    let sfd = SignalFd::with_flags(set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| crate::Error::sys("signalfd", e))?;
+
+    // 2. Kernel modules.
+    let coldplug = load_modules(&release, &cfg);
+    mount_late();
+
+    // 3. Network (continues in the event loop).
+    let mut init = Init::new(cfg, sfd, coldplug);
+    init.start_network();
+
+    // 4.-6. Agent, reaping, power: the event loop.
+    init.event_loop()
+}
+
+fn plan_summary(cfg: &BootConfig) -> String {
+    let n = &cfg.net;
+    let ip = if n.ip.is_empty() {
+        "dhcp+dhcp6 on all wired NICs".to_string()
+    } else if n.is_off() {
+        "ip=off".to_string()
+    } else {
+        format!("{} ip= parameter(s)", n.ip.len())
+    };
+    let bootif = n.bootif.map(|m| m.to_string()).unwrap_or_else(|| "none".into());
+    format!(
+        "BOOTIF {bootif}; network {ip}; wait {} s; agent {}{}",
+        n.timeout.as_secs_f64(),
+        cfg.agent.path,
+        if cfg.shell { "; debug shell" } else { "" }
+    )
+}
+
+fn mount_early() {
+    let mut mounted = Vec::new();
+    for m in sys::EARLY_MOUNTS {
+        match sys::mount_fs(m.fstype, m.target, m.flags, m.data) {
+            Ok(true) => mounted.push(m.target),
+            Ok(false) => mounted.push(m.target),
+            Err(e) if m.fstype == "devtmpfs" => {
+                say!("warning: {e}; using a tmpfs /dev");
+                let _ = sys::mount_fs("tmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=0755"));
+            }
+            Err(e) => say!("warning: {e}"),
+        }
+        if m.target == "/dev" {
+            let made = sys::ensure_dev_nodes();
+            if sys::ensure_std_fds() {
+                say!("reopened standard descriptors on /dev/console");
+            }
+            if !made.is_empty() {
+                say!("created {}", made.join(" "));
+            }
+        }
+    }
+    say!("mounted {}", mounted.join(" "));
+    for d in ["/etc", "/root", "/var/log", "/var/lib", net::RUN_DIR] {
+        sys::mkdir_quiet(d);
+    }
+    sys::mkdir_quiet(&format!("{}/resolv.d", net::RUN_DIR));
+    if !Path::new("/etc/hosts").exists() {
+        let _ = fs::write("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");
+    }
+}
+
+fn mount_late() {
+    if Path::new("/sys/firmware/efi").exists() {
+        match sys::mount_fs(
+            "efivarfs",
+            "/sys/firmware/efi/efivars",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        ) {
+            Ok(_) => say!("UEFI boot: mounted /sys/firmware/efi/efivars"),
+            Err(e) => say!("warning: UEFI boot but {e}"),
+        }
+    }
+    if Path::new("/sys/kernel/debug").exists() {
+        let _ = sys::mount_fs(
+            "debugfs",
+            "/sys/kernel/debug",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        );
+    }
+}
+
+fn print_report(what: &str, r: &Report) {
+    for f in &r.failed {
+        say!("module {}: {}", f.module, f.reason);
+    }
+    if !r.unknown.is_empty() {
+        say!("{what}: unknown modules: {}", r.unknown.join(" "));
+    }
+}
+
+fn print_wrapped(prefix: &str, items: &[String]) {
+    let mut line = String::new();
+    for it in items {
+        if line.len() + it.len() > 90 {
+            say!("{prefix}{line}");
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(it);
+    }
+    if !line.is_empty() {
+        say!("{prefix}{line}");
+    }
+}
+
+fn load_modules(release: &str, cfg: &BootConfig) -> Option<Coldplug<FinitModuleLoader>> {
+    let dir = PathBuf::from("/lib/modules").join(release);
+    let index = match ModuleIndex::load(&dir) {
+        Ok(i) => i,
+        Err(e) => {
+            say!("warning: {e}; no modules loaded");
+            return None;
+        }
+    };
+    let t0 = Instant::now();
+    say!("modules: {} in {}", index.len(), dir.display());
+    let mut c = Coldplug::new(index, FinitModuleLoader::default(), cfg.modules.clone());
+    let devices = Path::new("/sys/devices");
+    let mut pass = 1;
+    let aliases = scan_modaliases(devices, SYSFS_DEPTH);
+    let r = c.coldplug(&aliases);
+    say!("coldplug pass 1: {} devices, {} modules", aliases.len(), r.loaded.len());
+    print_report("coldplug", &r);
+
+    let mut names = sys::read(MODULE_LIST).map(|t| parse_module_list(&t)).unwrap_or_default();
+    names.extend(cfg.modules.extra.iter().cloned());
+    if !names.is_empty() {
+        let r = c.load_names(&names);
+        say!("module list: {} names, {} modules", names.len(), r.loaded.len());
+        print_report("module list", &r);
+    }
+    let mut last_loaded = true;
+    while pass < MAX_COLDPLUG_PASSES && last_loaded {
+        pass += 1;
+        std::thread::sleep(SETTLE);
+        let aliases = scan_modaliases(devices, SYSFS_DEPTH);
+        let r = c.coldplug(&aliases);
+        say!("coldplug pass {pass}: {} devices, {} modules", aliases.len(), r.loaded.len());
+        print_report("coldplug", &r);
+        last_loaded = !r.loaded.is_empty();
+    }
+    say!("loaded {} modules in {} ms", c.loaded.len(), t0.elapsed().as_millis());
+    print_wrapped("modules: ", &c.loaded);
+    Some(c)
+}
+
+/// The agent's output: a pipe whose read end init copies to the console and the log file.
+struct AgentLog {
+    read: OwnedFd,
+    write: Arc<OwnedFd>,
+    file: Option<fs::File>,
+    written: u64,
+}
+
+impl AgentLog {
+    fn new() -> Option<Self> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ok()?;
+        let flags = fcntl(&read, FcntlArg::F_GETFL).ok()?;
+        fcntl(&read, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK))
+            .ok()?;
+        Some(AgentLog { read, write: Arc::new(write), file: Self::open_file(), written: 0 })
+    }
+
+    fn open_file() -> Option<fs::File> {
+        fs::OpenOptions::new().create(true).append(true).open(AGENT_LOG).ok()
+    }
+
+    /// Copy whatever is readable to the console and the log file.
+    fn drain(&mut self) {
+        let mut buf = [0u8; 8192];
+        loop {
+            match nix::unistd::read(&self.read, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let _ = io::stderr().lock().write_all(&buf[..n]);
+                    if let Some(file) = &mut self.file {
+                        let _ = file.write_all(&buf[..n]);
+                        self.written += n as u64;
+                    }
+                    if self.written > AGENT_LOG_MAX {
+                        let _ = fs::rename(AGENT_LOG, format!("{AGENT_LOG}.1"));
+                        self.file = Self::open_file();
+                        self.written = 0;
+                    }
+                }
+                Err(nix::Error::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    NetWait { deadline: Instant },
+    Running,
+}
+
+#[derive(Debug)]
+struct NicState {
+    mac: String,
+    configured_at: Instant,
+    seen: HashSet<bool>,
+}
+
+struct Tools {
+    ip: Option<Tool>,
+    udhcpc: Option<Tool>,
+    udhcpc6: Option<Tool>,
+}
+
+impl Tools {
+    fn find() -> Self {
+        let applets: Vec<String> = Command::new("/bin/busybox")
+            .arg("--list")
+            .env_clear()
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout).lines().map(|l| l.trim().to_string()).collect()
+            })
+            .unwrap_or_default();
+        Tools {
+            ip: net::find_tool("ip", PATH_DIRS, &applets),
+            udhcpc: net::find_tool("udhcpc", PATH_DIRS, &applets),
+            udhcpc6: net::find_tool("udhcpc6", PATH_DIRS, &applets),
+        }
+    }
+}
+
+struct Init {
+    cfg: BootConfig,
+    sfd: SignalFd,
+    sup: Supervisor,
+    spawner: RealSpawner,
+    log: Option<AgentLog>,
+    coldplug: Option<Coldplug<FinitModuleLoader>>,
+    tools: Tools,
+    phase: Phase,
+    net_started: Instant,
+    assignment: Assignment,
+    nics: HashMap<String, NicState>,
+    /// Staged NICs not started yet.
+    later: Vec<NicConfig>,
+    warned_no_udhcpc6: bool,
+    next_tick: Instant,
+}
+
+impl Init {
+    fn new(cfg: BootConfig, sfd: SignalFd, coldplug: Option<Coldplug<FinitModuleLoader>>) -> Self {
+        let now = Instant::now();
+        Init {
+            phase: Phase::NetWait { deadline: now + cfg.net.timeout },
+            cfg,
+            sfd,
+            sup: Supervisor::new(),
+            spawner: RealSpawner,
+            log: None,
+            coldplug,
+            tools: Tools { ip: None, udhcpc: None, udhcpc6: None },
+            net_started: now,
+            assignment: Assignment {
+                nics: Vec::new(),
+                wait: WaitFor::Nothing,
+                bootif_missing: false,
+            },
+            nics: HashMap::new(),
+            later: Vec::new(),
+            warned_no_udhcpc6: false,
+            next_tick: now,
+        }
+    }
+
+    fn start_network(&mut self) {
+        self.net_started = Instant::now();
+        self.phase = Phase::NetWait { deadline: self.net_started + self.cfg.net.timeout };
+        if let Err(e) = sys::link_up("lo") {
+            say!("warning: {e}");
+        }
+        if self.cfg.net.is_off() {
+            say!("network: ip=off, not configuring any NIC");
+            return;
+        }
+        self.tools = Tools::find();
+        if self.tools.udhcpc.is_none() {
+            say!("warning: no udhcpc (busybox): DHCPv4 unavailable");
+        }
+        if !Path::new(net::UDHCPC_SCRIPT).exists() {
+            say!("warning: {} is missing: DHCP leases will not be applied", net::UDHCPC_SCRIPT);
+        }
+        for k in ["accept_ra", "autoconf"] {
+            sys::write_quiet(&format!("/proc/sys/net/ipv6/conf/default/{k}"), "1");
+        }
+        self.write_static_resolv();
+
+        let sysfs = Path::new("/sys");
+        let mut nics = net::discover_wired_nics(sysfs);
+        if let Some(mac) = self.cfg.net.bootif
+            && !nics.iter().any(|n| n.mac == Some(mac))
+        {
+            // A slow driver may register its netdev a little later.
+            let until = Instant::now() + BOOTIF_GRACE.min(self.cfg.net.timeout);
+            while Instant::now() < until && !nics.iter().any(|n| n.mac == Some(mac)) {
+                std::thread::sleep(Duration::from_millis(250));
+                nics = net::discover_wired_nics(sysfs);
+            }
+        }
+        if nics.is_empty() {
+            say!("warning: no wired NIC found");
+        } else {
+            let list: Vec<String> = nics
+                .iter()
+                .map(|n| format!("{} {}", n.name, n.mac.map(|m| m.to_string()).unwrap_or_default()))
+                .collect();
+            say!("wired NICs: {}", list.join(", "));
+        }
+        // Links up first: carrier is only readable on an up link, and a static ip= without
+        // an interface goes to the first NIC with carrier.
+        for n in &nics {
+            self.prepare_link(&n.name);
+        }
+        if needs_carrier(&self.cfg) && nics.len() > 1 {
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until {
+                nics = net::discover_wired_nics(sysfs);
+                if nics.iter().any(|n| n.carrier == Some(true)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+        self.assignment = net::assign(&self.cfg.net, &nics);
+        if let Some(mac) = self.cfg.net.bootif.filter(|_| self.assignment.bootif_missing) {
+            say!("warning: BOOTIF {mac} matches no wired NIC: configuring all, waiting for any");
+        }
+        match &self.assignment.wait {
+            WaitFor::Nic(n) => {
+                say!("network: waiting up to {} s for {n}", self.cfg.net.timeout.as_secs_f64())
+            }
+            WaitFor::Any => say!(
+                "network: waiting up to {} s for any wired NIC",
+                self.cfg.net.timeout.as_secs_f64()
+            ),
+            WaitFor::Nothing => {}
+        }
+        for c in self.assignment.nics.clone() {
+            match c.stage {
+                Stage::First => self.configure(&c),
+                Stage::Later => self.later.push(c),
+            }
+        }
+    }
+
+    fn prepare_link(&self, ifname: &str) {
+        for k in ["accept_ra", "autoconf"] {
+            sys::write_quiet(&format!("/proc/sys/net/ipv6/conf/{ifname}/{k}"), "1");
+        }
+        if let Err(e) = sys::link_up(ifname) {
+            say!("warning: {e}");
+        }
+    }
+
+    fn write_static_resolv(&self) {
+        let mut frag = String::new();
+        let mut dns: Vec<IpAddr> = self.cfg.net.nameservers.clone();
+        for p in &self.cfg.net.ip {
+            if let IpParam::Static(s) = p {
+                dns.extend(s.dns.iter().map(|a| IpAddr::V4(*a)));
+            }
+        }
+        for a in dns {
+            frag.push_str(&format!("nameserver {a}\n"));
+        }
+        if frag.is_empty() {
+            return;
+        }
+        let path = format!("{}/resolv.d/0000-cmdline.conf", net::RUN_DIR);
+        let _ = fs::write(&path, &frag);
+        let _ = sys::write_atomic("/etc/resolv.conf", &net::render_resolv(&[frag]));
+    }
+
+    fn run_ip(&self, args: &[&str]) -> Result<(), String> {
+        let Some(tool) = &self.tools.ip else {
+            return Err("no ip tool (busybox)".into());
+        };
+        let out = Command::new(&tool.program)
+            .args(&tool.prefix_args)
+            .args(args)
+            .env_clear()
+            .env("PATH", PATH)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    }
+
+    fn apply_static(&self, ifname: &str, s: &StaticIp, metric: u32) {
+        let addr = format!("{}/{}", s.address, s.prefix);
+        let metric = metric.to_string();
+        let mut steps: Vec<Vec<String>> = Vec::new();
+        if let Some(mtu) = s.mtu {
+            steps.push(vec![
+                "link".into(),
+                "set".into(),
+                "dev".into(),
+                ifname.into(),
+                "mtu".into(),
+                mtu.to_string(),
+            ]);
+        }
+        steps.push(vec!["addr".into(), "add".into(), addr.clone(), "dev".into(), ifname.into()]);
+        if let Some(gw) = s.gateway {
+            steps.push(vec![
+                "route".into(),
+                "add".into(),
+                "default".into(),
+                "via".into(),
+                gw.to_string(),
+                "dev".into(),
+                ifname.into(),
+                "metric".into(),
+                metric,
+            ]);
+        }
+        for st in &steps {
+            let args: Vec<&str> = st.iter().map(String::as_str).collect();
+            if let Err(e) = self.run_ip(&args) {
+                say!("warning: {ifname}: {e}");
+            }
+        }
+        if let Some(h) = &s.hostname {
+            match sys::set_hostname(h) {
+                Ok(()) => say!("hostname {h}"),
+                Err(e) => say!("warning: {e}"),
+            }
+        }
+        let q = net::shell_quote;
+        let lease = format!(
+            "INTERFACE={}\nFAMILY=4\nMETHOD=static\nADDRESS={}\nPREFIX={}\nROUTER={}\nDNS={}\nHOSTNAME={}\n",
+            q(ifname),
+            q(&s.address.to_string()),
+            s.prefix,
+            q(&s.gateway.map(|g| g.to_string()).unwrap_or_default()),
+            q(&s.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" ")),
+            q(s.hostname.as_deref().unwrap_or("")),
+        );
+        let _ = sys::write_atomic(&format!("{}/lease-{ifname}.env", net::RUN_DIR), &lease);
+        say!(
+            "{ifname}: static {addr}{}",
+            s.gateway.map(|g| format!(" via {g}")).unwrap_or_default()
+        );
+    }
+
+    fn dhcp_env(&self, c: &NicConfig, family: u8) -> Vec<(String, String)> {
+        let fixed_hostname =
+            self.cfg.net.ip.iter().any(|p| matches!(p, IpParam::Static(s) if s.hostname.is_some()));
+        vec![
+            ("PATH".into(), PATH.into()),
+            ("IPA_DHCP_FAMILY".into(), family.to_string()),
+            ("IPA_DHCP_METRIC".into(), c.metric.to_string()),
+            ("IPA_DHCP_PRIMARY".into(), if c.primary { "1" } else { "0" }.into()),
+            ("IPA_HOSTNAME_FIXED".into(), if fixed_hostname { "1" } else { "0" }.into()),
+        ]
+    }
+
+    fn configure(&mut self, c: &NicConfig) {
+        let name = c.nic.name.clone();
+        if self.nics.contains_key(&name) {
+            return;
+        }
+        self.prepare_link(&name);
+        self.nics.insert(
+            name.clone(),
+            NicState {
+                mac: c.nic.mac.map(|m| m.to_string()).unwrap_or_default(),
+                configured_at: Instant::now(),
+                seen: HashSet::new(),
+            },
+        );
+        if let Some(s) = &c.static_ip {
+            self.apply_static(&name, s, c.metric);
+            return;
+        }
+        let now = Instant::now();
+        let mut what = Vec::new();
+        if c.dhcp4
+            && let Some(t) = self.tools.udhcpc.clone()
+        {
+            let log = PathBuf::from(format!("{}/dhcp4-{name}.log", net::RUN_DIR));
+            let mut args = t.prefix_args.clone();
+            args.extend(net::udhcpc_args(&name, net::UDHCPC_SCRIPT, None));
+            let spec = CommandSpec {
+                env: self.dhcp_env(c, 4),
+                stdout: Io::Append(log.clone()),
+                stderr: Io::Append(log),
+                ..CommandSpec::new(t.program, args)
+            };
+            self.sup.add(format!("udhcpc {name}"), spec, RestartPolicy::DHCP, now);
+            what.push("dhcp");
+        }
+        if c.dhcp6 {
+            match self.tools.udhcpc6.clone() {
+                Some(t) => {
+                    let log = PathBuf::from(format!("{}/dhcp6-{name}.log", net::RUN_DIR));
+                    let mut args = t.prefix_args.clone();
+                    args.extend(net::udhcpc6_args(&name, net::UDHCPC_SCRIPT));
+                    let spec = CommandSpec {
+                        env: self.dhcp_env(c, 6),
+                        stdout: Io::Append(log.clone()),
+                        stderr: Io::Append(log),
+                        ..CommandSpec::new(t.program, args)
+                    };
+                    self.sup.add(format!("udhcpc6 {name}"), spec, RestartPolicy::DHCP, now);
+                    what.push("dhcp6");
+                }
+                None if !self.warned_no_udhcpc6 => {
+                    self.warned_no_udhcpc6 = true;
+                    say!("note: no udhcpc6 in this busybox: IPv6 by SLAAC only");
+                }
+                None => {}
+            }
+        }
+        what.push("slaac");
+        say!("{name}: up, {}{}", what.join("+"), if c.primary { " (boot NIC)" } else { "" });
+    }
+
+    /// Print each NIC's first global address per family; true when the wait target has one.
+    fn check_addresses(&mut self) -> bool {
+        let addrs = net::global_addresses();
+        for a in &addrs {
+            let Some(st) = self.nics.get_mut(&a.ifname) else {
+                continue;
+            };
+            let v6 = a.addr.is_ipv6();
+            if st.seen.insert(v6) {
+                let via = net::default_gateway(&a.ifname, v6)
+                    .map(|g| format!(" via {g}"))
+                    .unwrap_or_default();
+                say!(
+                    "{} {}: {}/{}{} in {:.1} s",
+                    a.ifname,
+                    st.mac,
+                    a.addr,
+                    a.prefix,
+                    via,
+                    st.configured_at.elapsed().as_secs_f64()
+                );
+            }
+        }
+        match &self.assignment.wait {
+            WaitFor::Nothing => true,
+            WaitFor::Nic(n) => self.nics.get(n).is_some_and(|s| !s.seen.is_empty()),
+            WaitFor::Any => self.nics.values().any(|s| !s.seen.is_empty()),
+        }
+    }
+
+    /// NICs that appeared after the start (late drivers, hotplug).
+    fn rediscover(&mut self) {
+        if self.cfg.net.is_off() {
+            return;
+        }
+        let nics = net::discover_wired_nics(Path::new("/sys"));
+        if nics.iter().all(|n| {
+            self.nics.contains_key(&n.name) || self.later.iter().any(|l| l.nic.name == n.name)
+        }) {
+            return;
+        }
+        let a = net::assign(&self.cfg.net, &nics);
+        for c in a.nics {
+            if self.nics.contains_key(&c.nic.name)
+                || self.later.iter().any(|l| l.nic.name == c.nic.name)
+            {
+                continue;
+            }
+            say!("new NIC {}", c.nic.name);
+            if c.stage == Stage::Later && matches!(self.phase, Phase::NetWait { .. }) {
+                self.later.push(c);
+            } else {
+                self.configure(&c);
+            }
+        }
+    }
+
+    fn start_agent(&mut self) {
+        // Late coldplug: devices that showed up while the network came up.
+        if let Some(c) = &mut self.coldplug {
+            let aliases = scan_modaliases(Path::new("/sys/devices"), SYSFS_DEPTH);
+            let r = c.coldplug(&aliases);
+            if !r.loaded.is_empty() {
+                say!("late coldplug: {} modules: {}", r.loaded.len(), r.loaded.join(" "));
+            }
+            print_report("late coldplug", &r);
+        }
+        self.log = AgentLog::new();
+        let (stdout, stderr) = match &self.log {
+            Some(l) => (Io::Fd(l.write.clone()), Io::Fd(l.write.clone())),
+            None => {
+                say!("warning: no agent log pipe: agent output goes to the console only");
+                (Io::Inherit, Io::Inherit)
+            }
+        };
+        let agent = &self.cfg.agent;
+        let spec = CommandSpec {
+            env: vec![
+                ("PATH".into(), PATH.into()),
+                ("HOME".into(), "/root".into()),
+                (crate::IPA_INIT_ENV.into(), "1".into()),
+            ],
+            stdout,
+            stderr,
+            ..CommandSpec::new(&agent.path, agent.args.clone())
+        };
+        say!("starting {} (log {AGENT_LOG})", spec.display());
+        self.sup.add("agent", spec, RestartPolicy::AGENT, Instant::now());
+        if self.cfg.shell {
+            let tty = sys::console_tty();
+            let term = if tty.starts_with("/dev/tty") && !tty.starts_with("/dev/ttyS") {
+                "linux"
+            } else {
+                "vt102"
+            };
+            say!("debug shell on {tty}");
+            let spec = CommandSpec {
+                env: vec![
+                    ("PATH".into(), PATH.into()),
+                    ("HOME".into(), "/root".into()),
+                    ("TERM".into(), term.into()),
+                    (crate::IPA_INIT_ENV.into(), "1".into()),
+                ],
+                stdin: Io::Device(tty.clone().into()),
+                stdout: Io::Device(tty.clone().into()),
+                stderr: Io::Device(tty.into()),
+                controlling_tty: true,
+                ..CommandSpec::new("/bin/sh", vec![])
+            };
+            self.sup.add("shell", spec, RestartPolicy::SHELL, Instant::now());
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.rediscover();
+        let ready = self.check_addresses();
+        if let Phase::NetWait { deadline } = self.phase {
+            let elapsed = self.net_started.elapsed().as_secs_f64();
+            if ready || now >= deadline {
+                if ready {
+                    if self.assignment.wait != WaitFor::Nothing {
+                        say!("network ready in {elapsed:.1} s");
+                    }
+                } else {
+                    let what = match &self.assignment.wait {
+                        WaitFor::Nic(n) => n.clone(),
+                        _ => "any wired NIC".into(),
+                    };
+                    say!(
+                        "WARNING: no global address on {what} after {elapsed:.0} s; starting the agent anyway (it retries its lookup)"
+                    );
+                }
+                for c in std::mem::take(&mut self.later) {
+                    self.configure(&c);
+                }
+                self.phase = Phase::Running;
+                self.start_agent();
+            }
+        }
+        let period = match self.phase {
+            Phase::NetWait { .. } => Duration::from_millis(250),
+            Phase::Running => Duration::from_secs(2),
+        };
+        self.next_tick = now + period;
+    }
+
+    fn event_loop(mut self) -> Result<Never, crate::Error> {
+        loop {
+            let now = Instant::now();
+            for e in self.sup.start_due(now, &mut self.spawner) {
+                say!("{e}");
+            }
+            if now >= self.next_tick {
+                self.tick(now);
+            }
+            let mut wake = self.next_tick;
+            if let Some(d) = self.sup.next_due() {
+                wake = wake.min(d);
+            }
+            let timeout = wake.saturating_duration_since(Instant::now());
+            let timeout = PollTimeout::try_from(timeout.as_millis().min(2000) as i32 + 1)
+                .unwrap_or(PollTimeout::MAX);
+            let (sig_ready, log_ready) = {
+                let mut fds = vec![PollFd::new(self.sfd.as_fd(), PollFlags::POLLIN)];
+                if let Some(l) = &self.log {
+                    fds.push(PollFd::new(l.read.as_fd(), PollFlags::POLLIN));
+                }
+                match poll(&mut fds, timeout) {
+                    Ok(_) => (
+                        fds[0].any().unwrap_or(false),
+                        fds.get(1).and_then(|f| f.any()).unwrap_or(false),
+                    ),
+                    Err(_) => (false, false),
+                }
+            };
+            if log_ready && let Some(l) = &mut self.log {
+                l.drain();
+            }
+            if sig_ready {
+                while let Ok(Some(info)) = self.sfd.read_signal() {
+                    let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
+                        continue;
+                    };
+                    match sig {
+                        Signal::SIGCHLD => {}
+                        s => match PowerAction::from_signal(s) {
+                            Some(action) => self.shutdown(action, s, info.ssi_pid),
+                            None => say!("ignoring {s}"),
+                        },
+                    }
+                }
+                // Always reap: several SIGCHLDs coalesce into one.
+                let (events, _orphans) = reap_children(&mut self.sup, Instant::now());
+                for e in events {
+                    say!("{e}");
+                }
+            }
+        }
+    }
+
+    fn drain_for(&mut self, d: Duration) {
+        match &mut self.log {
+            Some(l) => {
+                let mut fds = [PollFd::new(l.read.as_fd(), PollFlags::POLLIN)];
+                let ms = PollTimeout::try_from(d.as_millis() as i32).unwrap_or(PollTimeout::ZERO);
+                if poll(&mut fds, ms).unwrap_or(0) > 0 {
+                    l.drain();
+                }
+            }
+            None => std::thread::sleep(d),
+        }
+    }
+
+    /// Wait for every process to exit (ECHILD), at most `limit`; true when none is left.
+    fn wait_all(&mut self, limit: Duration) -> bool {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        let until = Instant::now() + limit;
+        loop {
+            loop {
+                match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) => break,
+                    Ok(WaitStatus::Exited(pid, code)) => {
+                        let _ = self.sup.on_exit(
+                            pid.as_raw() as u32,
+                            crate::supervisor::Exit::Code(code),
+                            Instant::now(),
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(nix::Error::ECHILD) => return true,
+                    Err(_) => break,
+                }
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            self.drain_for(Duration::from_millis(100));
+        }
+    }
+
+    fn shutdown(&mut self, action: PowerAction, sig: Signal, from: u32) -> ! {
+        let comm = sys::read(format!("/proc/{from}/comm"))
+            .map(|c| format!(" ({})", c.trim()))
+            .unwrap_or_default();
+        say!("{action} requested by {sig} from pid {from}{comm}");
+        self.sup.stop();
+        if let Some(pid) = self.sup.pid_of("agent") {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+        let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
+        say!("sent SIGTERM to all processes, waiting up to {} s", SHUTDOWN_GRACE.as_secs());
+        if !self.wait_all(SHUTDOWN_GRACE) {
+            say!("sending SIGKILL to the remaining processes");
+            let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+            self.wait_all(Duration::from_secs(2));
+        }
+        if let Some(l) = &mut self.log {
+            l.drain();
+        }
+        nix::unistd::sync();
+        let (ok, failed) = sys::umount_disks();
+        if !ok.is_empty() {
+            say!("unmounted {}", ok.join(" "));
+        }
+        if !failed.is_empty() {
+            say!("could not unmount {}", failed.join(" "));
+        }
+        nix::unistd::sync();
+        say!("{action} now");
+        let err = match nix::sys::reboot::reboot(action.reboot_mode()) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        say!("FATAL: reboot(2) failed: {err}; sleeping forever");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
+/// A static `ip=` without an interface and without a boot NIC picks the first NIC with
+/// carrier.
+fn needs_carrier(cfg: &BootConfig) -> bool {
+    cfg.net.bootif.is_none() && matches!(cfg.net.global(), Some(IpParam::Static(_)))
+}

@@ -1,0 +1,808 @@
+//! Native kernel-module loading: the parts of kmod/modprobe a ramdisk needs.
+//!
+//! [`ModuleIndex`] reads depmod's output in `/lib/modules/<release>/` (`modules.dep`,
+//! `modules.alias`, `modules.builtin`, optionally `modules.softdep` and
+//! `modules.builtin.alias`). [`Coldplug`] matches modaliases (from [`scan_modaliases`]) and
+//! module names against it and inserts each module after its dependencies through a
+//! [`ModuleLoader`]: [`FinitModuleLoader`] calls `finit_module(2)`, [`RecordingLoader`] records
+//! the calls for tests and dry runs.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::cmdline::{ModulePlan, module_name};
+use crate::error::Error;
+use crate::glob::fnmatch;
+
+/// `MODULE_INIT_COMPRESSED_FILE` (Linux 5.17+): the kernel decompresses the module itself.
+pub const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
+
+/// The module name of a `modules.dep` path (`kernel/.../nvme-core.ko.xz` → `nvme_core`).
+pub fn name_from_path(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let base = [".xz", ".zst", ".gz"].iter().find_map(|ext| base.strip_suffix(ext)).unwrap_or(base);
+    module_name(base.strip_suffix(".ko").unwrap_or(base))
+}
+
+/// Is this module file compressed (so `finit_module` needs `MODULE_INIT_COMPRESSED_FILE`)?
+pub fn is_compressed(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "xz" || e == "zst" || e == "gz")
+}
+
+#[derive(Debug, Clone)]
+struct ModEntry {
+    /// As written in modules.dep (relative to the modules directory, or absolute).
+    path: String,
+    deps: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Alias {
+    pattern: String,
+    module: String,
+}
+
+/// The bucket of a pattern: its text before the first `:` when that part has no wildcard.
+fn bucket_key(pattern: &str) -> Option<&str> {
+    let (prefix, _) = pattern.split_once(':')?;
+    (!prefix.contains(['*', '?', '[', '\\'])).then_some(prefix)
+}
+
+/// What a name passed to the loader turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// Loadable modules (one name, or every module an alias names).
+    Modules(Vec<String>),
+    /// Built into the kernel: nothing to load.
+    Builtin,
+    /// Neither a module, a built-in nor an alias.
+    Unknown,
+}
+
+/// depmod's index of one kernel's modules.
+#[derive(Debug, Clone, Default)]
+pub struct ModuleIndex {
+    dir: PathBuf,
+    modules: HashMap<String, ModEntry>,
+    builtin: HashSet<String>,
+    aliases: Vec<Alias>,
+    buckets: HashMap<String, Vec<usize>>,
+    /// Aliases whose bus prefix has a wildcard: tried against every modalias.
+    unbucketed: Vec<usize>,
+    builtin_aliases: Vec<String>,
+    /// module → (pre, post) soft dependencies (names or aliases).
+    softdeps: HashMap<String, (Vec<String>, Vec<String>)>,
+}
+
+fn read_optional(path: &Path) -> Result<String, Error> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+fn content_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+impl ModuleIndex {
+    /// Read a modules directory (`/lib/modules/<release>`). `modules.dep` is required.
+    pub fn load(dir: &Path) -> Result<Self, Error> {
+        let dep_path = dir.join("modules.dep");
+        let dep = match fs::read_to_string(&dep_path) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::NoModulesDep { dir: dir.into() });
+            }
+            Err(e) => return Err(Error::io(dep_path, e)),
+        };
+        let alias = read_optional(&dir.join("modules.alias"))?;
+        let builtin = read_optional(&dir.join("modules.builtin"))?;
+        let softdep = read_optional(&dir.join("modules.softdep"))?;
+        let builtin_alias = read_optional(&dir.join("modules.builtin.alias"))?;
+        let mut index = Self::from_strs(&dep, &alias, &builtin, &softdep);
+        index.dir = dir.to_path_buf();
+        index.builtin_aliases = content_lines(&builtin_alias)
+            .filter_map(|l| l.strip_prefix("alias "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect();
+        Ok(index)
+    }
+
+    /// Build an index from the files' contents (the directory is then `/`-relative paths
+    /// stay as written).
+    pub fn from_strs(dep: &str, alias: &str, builtin: &str, softdep: &str) -> Self {
+        let mut index = ModuleIndex::default();
+        for line in content_lines(dep) {
+            let Some((path, deps)) = line.split_once(':') else {
+                continue;
+            };
+            let name = name_from_path(path.trim());
+            let deps = deps.split_whitespace().map(name_from_path).collect();
+            index.modules.insert(name, ModEntry { path: path.trim().to_string(), deps });
+        }
+        index.builtin = content_lines(builtin).map(name_from_path).collect();
+        for line in content_lines(alias) {
+            let mut words = line.split_whitespace();
+            if let (Some("alias"), Some(pattern), Some(module)) =
+                (words.next(), words.next(), words.next())
+            {
+                let i = index.aliases.len();
+                index
+                    .aliases
+                    .push(Alias { pattern: pattern.to_string(), module: module_name(module) });
+                match bucket_key(pattern) {
+                    Some(key) => index.buckets.entry(key.to_string()).or_default().push(i),
+                    None => index.unbucketed.push(i),
+                }
+            }
+        }
+        for line in content_lines(softdep) {
+            let mut words = line.split_whitespace();
+            if words.next() != Some("softdep") {
+                continue;
+            }
+            let Some(module) = words.next().map(module_name) else {
+                continue;
+            };
+            let entry = index.softdeps.entry(module).or_default();
+            let mut post = false;
+            for w in words {
+                match w {
+                    "pre:" => post = false,
+                    "post:" => post = true,
+                    dep if post => entry.1.push(dep.to_string()),
+                    dep => entry.0.push(dep.to_string()),
+                }
+            }
+        }
+        index
+    }
+
+    /// The modules directory this index was read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Number of loadable modules.
+    pub fn len(&self) -> usize {
+        self.modules.len()
+    }
+
+    /// True when the index knows no loadable module.
+    pub fn is_empty(&self) -> bool {
+        self.modules.is_empty()
+    }
+
+    /// Is `name` a loadable module?
+    pub fn contains(&self, name: &str) -> bool {
+        self.modules.contains_key(&module_name(name))
+    }
+
+    /// Is `name` built into the kernel?
+    pub fn is_builtin(&self, name: &str) -> bool {
+        self.builtin.contains(&module_name(name))
+    }
+
+    /// The module file of `name` (joined to the modules directory when relative).
+    pub fn path_of(&self, name: &str) -> Option<PathBuf> {
+        let e = self.modules.get(name)?;
+        let p = Path::new(&e.path);
+        Some(if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) })
+    }
+
+    /// Every module whose alias pattern matches `modalias`, in `modules.alias` order,
+    /// without duplicates.
+    pub fn lookup_alias(&self, modalias: &str) -> Vec<String> {
+        let mut idx: Vec<usize> = self.unbucketed.clone();
+        if let Some((bus, _)) = modalias.split_once(':')
+            && let Some(b) = self.buckets.get(bus)
+        {
+            idx.extend_from_slice(b);
+        }
+        idx.sort_unstable();
+        let mut out: Vec<String> = Vec::new();
+        for i in idx {
+            let a = &self.aliases[i];
+            if !out.contains(&a.module) && fnmatch(&a.pattern, modalias) {
+                out.push(a.module.clone());
+            }
+        }
+        out
+    }
+
+    /// Resolve a name from a module list or a softdep: a module, a built-in, or an alias
+    /// (`fs-vfat`, `crypto-crc32c`).
+    pub fn resolve(&self, name: &str) -> Resolved {
+        let n = module_name(name);
+        if self.modules.contains_key(&n) {
+            return Resolved::Modules(vec![n]);
+        }
+        if self.builtin.contains(&n) {
+            return Resolved::Builtin;
+        }
+        let via_alias = self.lookup_alias(name.trim());
+        if !via_alias.is_empty() {
+            return Resolved::Modules(via_alias);
+        }
+        if self.builtin_aliases.iter().any(|p| fnmatch(p, name.trim())) {
+            return Resolved::Builtin;
+        }
+        Resolved::Unknown
+    }
+
+    /// `modules` and everything they need, dependencies first (depth-first post-order over
+    /// `modules.dep`, soft `pre:` dependencies before and `post:` ones after a module). Each
+    /// module appears once; built-ins and unknown soft dependencies are skipped.
+    pub fn load_order(&self, modules: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for m in modules {
+            self.visit(&module_name(m), &mut seen, &mut out, 0);
+        }
+        out
+    }
+
+    fn visit(&self, m: &str, seen: &mut HashSet<String>, out: &mut Vec<String>, depth: usize) {
+        if depth > 64 || !seen.insert(m.to_string()) {
+            return;
+        }
+        let Some(entry) = self.modules.get(m) else {
+            return;
+        };
+        let (pre, post) = self.softdeps.get(m).cloned().unwrap_or_default();
+        for s in &pre {
+            if let Resolved::Modules(ms) = self.resolve(s) {
+                for d in ms {
+                    self.visit(&d, seen, out, depth + 1);
+                }
+            }
+        }
+        for d in &entry.deps {
+            self.visit(d, seen, out, depth + 1);
+        }
+        out.push(m.to_string());
+        for s in &post {
+            if let Resolved::Modules(ms) = self.resolve(s) {
+                for d in ms {
+                    self.visit(&d, seen, out, depth + 1);
+                }
+            }
+        }
+    }
+}
+
+/// Read every `modalias` file under `devices` (normally `/sys/devices`), not following
+/// symlinks, at most `max_depth` directories deep. Sorted, without duplicates.
+pub fn scan_modaliases(devices: &Path, max_depth: usize) -> Vec<String> {
+    fn walk(dir: &Path, depth: usize, max: usize, out: &mut Vec<String>) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                if depth < max {
+                    walk(&e.path(), depth + 1, max, out);
+                }
+            } else if ft.is_file()
+                && e.file_name() == "modalias"
+                && let Ok(s) = fs::read_to_string(e.path())
+            {
+                let s = s.trim();
+                if !s.is_empty() {
+                    out.push(s.to_string());
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(devices, 0, max_depth, &mut out);
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// What a load attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadOutcome {
+    /// The module was inserted.
+    Loaded,
+    /// It was already loaded (`EEXIST`).
+    AlreadyLoaded,
+}
+
+/// The system call behind module loading.
+pub trait ModuleLoader {
+    /// Is `name` already live in the kernel? (default: don't know → false)
+    fn is_loaded(&self, _name: &str) -> bool {
+        false
+    }
+    /// Insert the module file `path` with the parameter string `params`.
+    fn load(&mut self, name: &str, path: &Path, params: &str) -> io::Result<LoadOutcome>;
+}
+
+/// The real loader: `finit_module(2)`, with `MODULE_INIT_COMPRESSED_FILE` for `.xz`, `.zst`
+/// and `.gz` files; when the kernel cannot decompress (older than 5.17 or without
+/// `CONFIG_MODULE_DECOMPRESS`) it decompresses with busybox/`xz`/`zstd`/`gzip` and calls
+/// `init_module(2)`.
+#[derive(Debug, Clone)]
+pub struct FinitModuleLoader {
+    /// `/sys/module`, to skip modules that are already live.
+    pub sys_module: PathBuf,
+}
+
+impl Default for FinitModuleLoader {
+    fn default() -> Self {
+        FinitModuleLoader { sys_module: PathBuf::from("/sys/module") }
+    }
+}
+
+fn decompress(path: &Path) -> io::Result<Vec<u8>> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let tool = match ext {
+        "xz" => "xz",
+        "zst" => "zstd",
+        _ => "gzip",
+    };
+    let mut candidates: Vec<(PathBuf, Vec<&str>)> = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+        .iter()
+        .map(|d| (Path::new(d).join(tool), vec!["-dc"]))
+        .collect();
+    candidates.push((PathBuf::from("/bin/busybox"), vec![tool, "-dc"]));
+    for (prog, args) in candidates {
+        if !prog.exists() {
+            continue;
+        }
+        let out = std::process::Command::new(&prog)
+            .args(&args)
+            .arg(path)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()?;
+        if out.status.success() && !out.stdout.is_empty() {
+            return Ok(out.stdout);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("the kernel cannot decompress {ext} modules and no {tool} tool worked"),
+    ))
+}
+
+impl ModuleLoader for FinitModuleLoader {
+    fn is_loaded(&self, name: &str) -> bool {
+        self.sys_module.join(name).join("initstate").exists()
+    }
+
+    fn load(&mut self, _name: &str, path: &Path, params: &str) -> io::Result<LoadOutcome> {
+        let file = fs::File::open(path)?;
+        let params = CString::new(params)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in parameters"))?;
+        let compressed = is_compressed(path);
+        let flags = if compressed { MODULE_INIT_COMPRESSED_FILE } else { 0 };
+        // SAFETY: finit_module(fd, const char *params, int flags): the fd is open for the
+        // duration of the call and `params` is a NUL-terminated string that outlives it.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), flags)
+        };
+        if rc == 0 {
+            return Ok(LoadOutcome::Loaded);
+        }
+        let err = io::Error::last_os_error();
+        let errno = err.raw_os_error().unwrap_or(0);
+        if errno == libc::EEXIST {
+            return Ok(LoadOutcome::AlreadyLoaded);
+        }
+        if !(compressed && matches!(errno, libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS)) {
+            return Err(err);
+        }
+        let image = decompress(path)?;
+        // SAFETY: init_module(void *image, unsigned long len, const char *params): `image`
+        // is a live buffer of `len` bytes and `params` a NUL-terminated string.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_init_module,
+                image.as_ptr(),
+                image.len() as libc::c_ulong,
+                params.as_ptr(),
+            )
+        };
+        if rc == 0 {
+            return Ok(LoadOutcome::Loaded);
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EEXIST) {
+            return Ok(LoadOutcome::AlreadyLoaded);
+        }
+        Err(err)
+    }
+}
+
+/// A loader that only records what it was asked to do (tests, `--dry-run`). Modules in
+/// `fail` fail with that errno.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingLoader {
+    /// (name, path, params) of every call, in order.
+    pub calls: Vec<(String, PathBuf, String)>,
+    pub fail: HashMap<String, i32>,
+    /// Modules reported as already live.
+    pub live: HashSet<String>,
+}
+
+impl ModuleLoader for RecordingLoader {
+    fn is_loaded(&self, name: &str) -> bool {
+        self.live.contains(name)
+    }
+
+    fn load(&mut self, name: &str, path: &Path, params: &str) -> io::Result<LoadOutcome> {
+        self.calls.push((name.to_string(), path.to_path_buf(), params.to_string()));
+        match self.fail.get(name) {
+            Some(&errno) => Err(io::Error::from_raw_os_error(errno)),
+            None => Ok(LoadOutcome::Loaded),
+        }
+    }
+}
+
+/// Why a module was not loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub module: String,
+    pub reason: String,
+}
+
+/// What one batch of loads did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Inserted by this batch, in order.
+    pub loaded: Vec<String>,
+    /// Failed in this batch.
+    pub failed: Vec<Failure>,
+    /// Names from a module list that are neither modules, built-ins nor aliases.
+    pub unknown: Vec<String>,
+}
+
+/// Loads modules across coldplug passes, remembering what is loaded and what failed so a
+/// module is tried once.
+#[derive(Debug)]
+pub struct Coldplug<L> {
+    pub index: ModuleIndex,
+    pub loader: L,
+    plan: ModulePlan,
+    done: HashSet<String>,
+    failed: HashMap<String, String>,
+    /// Every module inserted so far, in order.
+    pub loaded: Vec<String>,
+}
+
+impl<L: ModuleLoader> Coldplug<L> {
+    pub fn new(index: ModuleIndex, loader: L, plan: ModulePlan) -> Self {
+        Coldplug {
+            index,
+            loader,
+            plan,
+            done: HashSet::new(),
+            failed: HashMap::new(),
+            loaded: Vec::new(),
+        }
+    }
+
+    fn blacklisted(&self, m: &str) -> bool {
+        self.plan.blacklist.iter().any(|b| b == m)
+    }
+
+    /// The modules `modaliases` call for (blacklist applied, nothing loaded yet filtered).
+    pub fn modules_for(&self, modaliases: &[String]) -> Vec<String> {
+        let mut wanted: Vec<String> = Vec::new();
+        for a in modaliases {
+            for m in self.index.lookup_alias(a) {
+                if !wanted.contains(&m) && !self.blacklisted(&m) {
+                    wanted.push(m);
+                }
+            }
+        }
+        wanted
+    }
+
+    /// One coldplug pass over `modaliases`.
+    pub fn coldplug(&mut self, modaliases: &[String]) -> Report {
+        let wanted = self.modules_for(modaliases);
+        self.load_all(&wanted)
+    }
+
+    /// Load a list of names (modules or aliases; `#` comments and blank lines are the
+    /// caller's business). Built-ins are skipped, unknown names reported.
+    pub fn load_names(&mut self, names: &[String]) -> Report {
+        let mut wanted = Vec::new();
+        let mut unknown = Vec::new();
+        for n in names {
+            match self.index.resolve(n) {
+                Resolved::Modules(ms) => {
+                    for m in ms {
+                        if !self.blacklisted(&m) && !wanted.contains(&m) {
+                            wanted.push(m);
+                        }
+                    }
+                }
+                Resolved::Builtin => {}
+                Resolved::Unknown => unknown.push(n.clone()),
+            }
+        }
+        let mut report = self.load_all(&wanted);
+        report.unknown = unknown;
+        report
+    }
+
+    fn load_all(&mut self, wanted: &[String]) -> Report {
+        let mut report = Report::default();
+        let order = self.index.load_order(wanted);
+        for m in order {
+            if self.done.contains(&m) || self.failed.contains_key(&m) {
+                continue;
+            }
+            if self.loader.is_loaded(&m) {
+                self.done.insert(m);
+                continue;
+            }
+            // A module whose hard dependency failed would fail with "Unknown symbol".
+            let dep_failed = self
+                .index
+                .modules
+                .get(&m)
+                .and_then(|e| e.deps.iter().find(|d| self.failed.contains_key(*d)))
+                .cloned();
+            if let Some(dep) = dep_failed {
+                let reason = format!("dependency {dep} failed");
+                self.failed.insert(m.clone(), reason.clone());
+                report.failed.push(Failure { module: m, reason });
+                continue;
+            }
+            let Some(path) = self.index.path_of(&m) else {
+                continue;
+            };
+            let params = self.plan.params_for(&m);
+            match self.loader.load(&m, &path, &params) {
+                Ok(LoadOutcome::Loaded) => {
+                    self.done.insert(m.clone());
+                    self.loaded.push(m.clone());
+                    report.loaded.push(m);
+                }
+                Ok(LoadOutcome::AlreadyLoaded) => {
+                    self.done.insert(m);
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    self.failed.insert(m.clone(), reason.clone());
+                    report.failed.push(Failure { module: m, reason });
+                }
+            }
+        }
+        report
+    }
+}
+
+/// Parse a module list file (`/etc/ipa-init/modules`): one name per line, `#` comments.
+pub fn parse_module_list(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .flat_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEP: &str = "\
+kernel/drivers/nvme/host/nvme-core.ko: kernel/lib/crc64.ko
+kernel/drivers/nvme/host/nvme.ko: kernel/drivers/nvme/host/nvme-core.ko kernel/lib/crc64.ko
+kernel/lib/crc64.ko:
+kernel/drivers/ata/ahci.ko: kernel/drivers/ata/libahci.ko kernel/drivers/ata/libata.ko
+kernel/drivers/ata/libahci.ko: kernel/drivers/ata/libata.ko
+kernel/drivers/ata/libata.ko:
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_modern_dev.ko
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+kernel/drivers/block/virtio_blk.ko.xz:
+kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+kernel/net/core/failover.ko:
+kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko kernel/fs/mbcache.ko
+kernel/fs/jbd2/jbd2.ko:
+kernel/fs/mbcache.ko:
+kernel/crypto/crc32c_generic.ko:
+kernel/fs/fat/vfat.ko: kernel/fs/fat/fat.ko
+kernel/fs/fat/fat.ko:
+";
+    const ALIAS: &str = "\
+# Aliases extracted from modules themselves.
+alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci
+alias virtio:d00000002v* virtio_blk
+alias virtio:d00000001v* virtio_net
+alias pci:v*d*sv*sd*bc01sc08i02* nvme
+alias pci:v0000106Bd00002005sv*sd*bc*sc*i* nvme
+alias pci:v*d*sv*sd*bc01sc06i01* ahci
+alias crypto-crc32c crc32c_generic
+alias crypto-crc32c-generic crc32c_generic
+alias fs-vfat vfat
+alias fs-ext4 ext4
+alias acpi*:PNP0A03:* some_acpi_driver
+";
+    const BUILTIN: &str = "kernel/drivers/scsi/sd_mod.ko\nkernel/fs/efivarfs/efivarfs.ko\n";
+    const SOFTDEP: &str = "softdep ext4 pre: crypto-crc32c\n";
+
+    fn index() -> ModuleIndex {
+        ModuleIndex::from_strs(DEP, ALIAS, BUILTIN, SOFTDEP)
+    }
+
+    fn names(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn names_from_paths() {
+        assert_eq!(name_from_path("kernel/drivers/nvme/host/nvme-core.ko"), "nvme_core");
+        assert_eq!(name_from_path("kernel/drivers/block/virtio_blk.ko.xz"), "virtio_blk");
+        assert_eq!(name_from_path("/abs/x-y.ko.zst"), "x_y");
+        assert!(is_compressed(Path::new("a/virtio_blk.ko.xz")));
+        assert!(is_compressed(Path::new("a/virtio_blk.ko.zst")));
+        assert!(!is_compressed(Path::new("a/virtio_blk.ko")));
+    }
+
+    #[test]
+    fn alias_lookup() {
+        let i = index();
+        assert_eq!(i.len(), 18);
+        let virtio_net_pci = "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00";
+        assert_eq!(i.lookup_alias(virtio_net_pci), vec!["virtio_pci"]);
+        assert_eq!(i.lookup_alias("virtio:d00000001v00001AF4"), vec!["virtio_net"]);
+        assert_eq!(i.lookup_alias("virtio:d00000002v00001AF4"), vec!["virtio_blk"]);
+        assert_eq!(
+            i.lookup_alias("pci:v0000106Bd00002005sv00000000sd00000000bc01sc08i02"),
+            vec!["nvme"],
+            "two matching aliases of one module give it once"
+        );
+        assert_eq!(
+            i.lookup_alias("pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01"),
+            vec!["ahci"]
+        );
+        assert_eq!(i.lookup_alias("acpi:PNP0A03:"), vec!["some_acpi_driver"], "unbucketed");
+        assert!(i.lookup_alias("usb:v1234p5678").is_empty());
+        assert!(i.lookup_alias("nonsense").is_empty());
+    }
+
+    #[test]
+    fn dependency_order_and_builtins() {
+        let i = index();
+        assert_eq!(
+            i.load_order(&["nvme".into()]),
+            vec!["crc64", "nvme_core", "nvme"],
+            "dependencies first, each once"
+        );
+        assert_eq!(
+            i.load_order(&["ahci".into(), "nvme".into(), "nvme-core".into()]),
+            vec!["libata", "libahci", "ahci", "crc64", "nvme_core", "nvme"]
+        );
+        // Soft pre-dependency through an alias.
+        assert_eq!(
+            i.load_order(&["ext4".into()]),
+            vec!["crc32c_generic", "jbd2", "mbcache", "ext4"]
+        );
+        // Built-ins and unknown names load nothing.
+        assert!(i.load_order(&["sd_mod".into(), "nope".into()]).is_empty());
+        assert_eq!(i.resolve("sd_mod"), Resolved::Builtin);
+        assert_eq!(i.resolve("sd-mod"), Resolved::Builtin);
+        assert_eq!(i.resolve("fs-vfat"), Resolved::Modules(vec!["vfat".into()]));
+        assert_eq!(i.resolve("nope"), Resolved::Unknown);
+    }
+
+    #[test]
+    fn coldplug_passes_load_once_with_deps_and_skip_failures() {
+        let mut loader = RecordingLoader::default();
+        loader.fail.insert("libahci".into(), libc::ENODEV);
+        let plan = ModulePlan {
+            blacklist: vec!["virtio_blk".into()],
+            params: vec![("nvme_core".into(), "multipath=N".into())],
+            ..Default::default()
+        };
+        let mut c = Coldplug::new(index(), loader, plan);
+        let pass1 = c.coldplug(&[
+            "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00".into(),
+            "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02".into(),
+            "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01".into(),
+        ]);
+        assert_eq!(
+            names(&pass1.loaded),
+            vec!["virtio_pci_modern_dev", "virtio_pci", "crc64", "nvme_core", "nvme", "libata"]
+        );
+        assert_eq!(
+            pass1.failed,
+            vec![
+                Failure {
+                    module: "libahci".into(),
+                    reason: io::Error::from_raw_os_error(libc::ENODEV).to_string()
+                },
+                Failure { module: "ahci".into(), reason: "dependency libahci failed".into() },
+            ]
+        );
+        let calls = &c.loader.calls;
+        assert_eq!(calls.iter().find(|c| c.0 == "nvme_core").unwrap().2, "multipath=N");
+        assert_eq!(calls[0].1, Path::new("kernel/drivers/virtio/virtio_pci_modern_dev.ko"));
+
+        // virtio_pci made virtio devices appear: pass 2 loads their drivers (virtio_blk is
+        // blacklisted), and neither loaded nor failed modules are tried again.
+        let before = c.loader.calls.len();
+        let pass2 = c.coldplug(&[
+            "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00".into(),
+            "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01".into(),
+            "virtio:d00000001v00001AF4".into(),
+            "virtio:d00000002v00001AF4".into(),
+        ]);
+        assert_eq!(names(&pass2.loaded), vec!["failover", "net_failover", "virtio_net"]);
+        assert!(pass2.failed.is_empty());
+        assert_eq!(c.loader.calls.len(), before + 3);
+        // Pass 3: nothing new.
+        let pass3 = c.coldplug(&["virtio:d00000001v00001AF4".into()]);
+        assert_eq!(pass3, Report::default());
+
+        // The fixed list: built-ins skipped, aliases resolved, unknown names reported,
+        // modules already live are not inserted again.
+        c.loader.live.insert("fat".into());
+        let list = parse_module_list("# fixed\nsd_mod\nvfat  # FAT\n\nfs-ext4\nnosuch\nnvme\n");
+        assert_eq!(list, vec!["sd_mod", "vfat", "fs-ext4", "nosuch", "nvme"]);
+        let r = c.load_names(&list);
+        assert_eq!(names(&r.loaded), vec!["vfat", "crc32c_generic", "jbd2", "mbcache", "ext4"]);
+        assert_eq!(r.unknown, vec!["nosuch"]);
+        assert!(!c.loaded.contains(&"fat".to_string()));
+        assert_eq!(c.loaded.len(), 6 + 3 + 5);
+    }
+
+    #[test]
+    fn scans_a_sysfs_tree_without_following_links() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("devices");
+        let dev = d.join("pci0000:00/0000:00:03.0");
+        fs::create_dir_all(dev.join("virtio0")).unwrap();
+        fs::write(dev.join("modalias"), "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\n")
+            .unwrap();
+        fs::write(dev.join("virtio0/modalias"), "virtio:d00000001v00001AF4\n").unwrap();
+        fs::write(dev.join("virtio0/uevent"), "MODALIAS=x\n").unwrap();
+        // A loop through a symlink must not be followed, and a too-deep device is skipped.
+        std::os::unix::fs::symlink(&d, dev.join("subsystem")).unwrap();
+        let deep = d.join("a/b/c/d/e");
+        fs::create_dir_all(&deep).unwrap();
+        fs::write(deep.join("modalias"), "deep:x\n").unwrap();
+        fs::write(d.join("a/modalias"), "\n").unwrap();
+        assert_eq!(
+            scan_modaliases(&d, 3),
+            vec![
+                "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
+                "virtio:d00000001v00001AF4"
+            ]
+        );
+        assert_eq!(scan_modaliases(&d, 8).len(), 3);
+    }
+
+    #[test]
+    fn loads_a_modules_directory() {
+        let t = tempfile::tempdir().unwrap();
+        assert!(matches!(ModuleIndex::load(t.path()), Err(Error::NoModulesDep { .. })));
+        fs::write(t.path().join("modules.dep"), DEP).unwrap();
+        fs::write(t.path().join("modules.alias"), ALIAS).unwrap();
+        fs::write(t.path().join("modules.builtin.alias"), "alias fs-efivarfs efivarfs\n").unwrap();
+        let i = ModuleIndex::load(t.path()).unwrap();
+        assert_eq!(
+            i.path_of("virtio_blk").unwrap(),
+            t.path().join("kernel/drivers/block/virtio_blk.ko.xz")
+        );
+        assert_eq!(i.resolve("fs-efivarfs"), Resolved::Builtin);
+        assert!(!i.is_builtin("sd_mod"), "no modules.builtin file");
+    }
+}
