@@ -126,6 +126,17 @@ impl Machine {
         trim_opt(self.read(path))
     }
 
+    /// The unit serial number from a SCSI VPD page 0x80 file (4-byte header, then ASCII).
+    fn vpd_unit_serial(&self, path: &str) -> Option<String> {
+        let b = std::fs::read(self.path(path)).ok()?;
+        if b.len() < 4 || b[1] != 0x80 {
+            return None;
+        }
+        let len = u16::from_be_bytes([b[2], b[3]]) as usize;
+        let body = b.get(4..(4 + len).min(b.len()))?;
+        trim_opt(Some(String::from_utf8_lossy(body).trim_matches(char::from(0)).to_string()))
+    }
+
     /// Entry names of a directory, sorted. Dot-files are skipped: sysfs never has them, and
     /// fixture trees keep otherwise-empty directories in git with a `.keep` file.
     pub fn list(&self, path: &str) -> Vec<String> {
@@ -422,6 +433,9 @@ impl Machine {
             .or_else(|| udev.get("ID_SERIAL_SHORT"))
             .cloned()
             .or_else(|| self.read_nonempty(&format!("{disk_dir}/device/serial")))
+            // Without udev (a ramdisk): virtio-blk has it on the disk, SCSI/ATA in VPD page 0x80.
+            .or_else(|| self.read_nonempty(&format!("{disk_dir}/serial")))
+            .or_else(|| self.vpd_unit_serial(&format!("{disk_dir}/device/vpd_pg80")))
             .filter(|_| ty != "part" || !udev.is_empty());
         let lsblk_wwn = u("WWN").or_else(|| self.read_nonempty(&format!("{disk_dir}/device/wwid")));
         let lsblk_wwn = if ty == "part" && udev.is_empty() { None } else { lsblk_wwn };
