@@ -24,4 +24,6 @@ if ((${#missing[@]})); then
     exit 1
   fi
 fi
+# QEMU, OVMF, libvirt, dnsmasq, sushy-tools and the ramdisk builders' tools (VM lab).
+scripts/setup-vm-lab.sh
 scripts/setup-ironic-venv.sh "${IPA_IRONIC_VENV:-/opt/ironic-venv}"

@@ -82,3 +82,206 @@ fn inspection_reports_what_the_guest_kernel_sees() {
     assert_eq!(inv["boot"]["current_boot_mode"], "uefi");
     timed("test total", t0);
 }
+
+/// The test OS image (`testos/make-test-os.sh`), built once per test run into `dir`.
+fn test_os(dir: &std::path::Path) -> (PathBuf, PathBuf, String, String) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testos/make-test-os.sh");
+    let kernel = ramdisk_dir().join("ipa-rs.kernel");
+    let st = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(dir)
+        .env("KERNEL", &kernel)
+        .env("CACHE", ramdisk_dir().join("cache"))
+        .status()
+        .expect("run make-test-os.sh");
+    assert!(st.success(), "make-test-os.sh failed: {st}");
+    let sums = std::fs::read_to_string(dir.join("testos.sha256")).expect("testos.sha256");
+    let sum = |name: &str| {
+        sums.lines()
+            .find(|l| l.ends_with(name))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no sha256 for {name} in {sums}"))
+            .to_string()
+    };
+    (dir.join("testos.raw"), dir.join("testos.qcow2"), sum("testos.raw"), sum("testos.qcow2"))
+}
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+fn head_is_zero(path: &std::path::Path, bytes: usize) -> bool {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    let mut f = std::fs::File::open(path).expect("disk file");
+    f.read_exact(&mut buf).expect("read disk file");
+    buf.iter().all(|b| *b == 0)
+}
+
+/// The disk holds the image's partitions (from 1 MiB on: the partition table itself is
+/// rewritten when the agent adds the config drive partition and moves the backup GPT).
+fn same_prefix(disk: &std::path::Path, image: &std::path::Path) -> bool {
+    let img = std::fs::read(image).expect("image");
+    use std::io::Read;
+    let mut buf = vec![0u8; img.len()];
+    std::fs::File::open(disk).and_then(|mut f| f.read_exact(&mut buf)).expect("read disk");
+    let from = 1 << 20;
+    let to = img.len().saturating_sub(1 << 20);
+    buf[from..to] == img[from..to]
+}
+
+const MARKER: &str = "IPA-RS-TESTOS-MARKER";
+const CONFIGDRIVE_NAME: &str = "lab-configdrive-check";
+
+/// Cleaning, deploy (raw with a config drive) with fast-track, the deployed OS booting through
+/// the agent's UEFI boot entry, rescue and unrescue, then a wrong checksum (unbootable, head
+/// zeroed) and a qcow2 redeploy that boots again.
+#[test]
+fn clean_deploy_boot_rescue_and_bad_checksum_on_a_uefi_vm() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let t0 = Instant::now();
+    let mut opts = LabOptions::new("life", &ramdisk_dir());
+    opts.fast_track = true;
+    let mut lab = Lab::start(&opts).expect("lab");
+    timed("lab setup", t0);
+    let (raw, qcow2, raw_sum, qcow2_sum) = test_os(lab.dir.path());
+    let raw_url = lab.serve(&raw, "testos.raw").unwrap();
+    let qcow2_url = lab.serve(&qcow2, "testos.qcow2").unwrap();
+    let vm = lab.vm_spec(
+        "ipalab-life1",
+        "52:54:00:1a:b0:02",
+        512,
+        &[(DiskBus::Virtio, 2 * GIB, "LIFE-ROOT-1"), (DiskBus::Nvme, GIB, "LIFENVME01")],
+    );
+    lab.define_vm(&vm).expect("define");
+    // Leftover signatures the metadata erase must remove: a GPT on both disks.
+    for d in &vm.disks {
+        let st = std::process::Command::new("sgdisk")
+            .args(["-o", "-n", "1:2048:+16M", "-t", "1:8300"])
+            .arg(&d.path)
+            .output()
+            .unwrap();
+        assert!(st.status.success());
+    }
+    let uuid = lab
+        .enroll(&vm, json!({"properties": {"capabilities": "boot_mode:uefi", "root_device": {"serial": "LIFE-ROOT-1"}}}))
+        .expect("enroll");
+    lab.ironic.provision(&uuid, json!({"target": "manage"})).unwrap();
+    wait(&lab, &uuid, &["manageable"], 120);
+
+    // Automated cleaning: erase_devices_metadata on every disk (priority 10 in the lab's
+    // Ironic), erase_devices off. With fast-track the agent stays up afterwards.
+    let t = Instant::now();
+    lab.ironic.provision(&uuid, json!({"target": "provide"})).unwrap();
+    let n = wait(&lab, &uuid, &["available"], 1200);
+    timed("automated cleaning (erase_devices_metadata)", t);
+    assert_eq!(n["power_state"], "power on", "fast-track keeps the agent running");
+    for d in &vm.disks {
+        let out = std::process::Command::new("wipefs").arg("--no-act").arg(&d.path).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.trim().is_empty(), "signatures left on {}: {text}", d.path.display());
+    }
+    let pxe_boots_before = count(&lab.console(&vm), "NBP file downloaded");
+
+    // Deploy the raw whole-disk image with a config drive.
+    let t = Instant::now();
+    lab.ironic
+        .patch_node(
+            &uuid,
+            json!([
+                {"op": "add", "path": "/instance_info/image_source", "value": raw_url},
+                {"op": "add", "path": "/instance_info/image_os_hash_algo", "value": "sha256"},
+                {"op": "add", "path": "/instance_info/image_os_hash_value", "value": raw_sum},
+                {"op": "add", "path": "/instance_info/image_disk_format", "value": "raw"},
+            ]),
+        )
+        .unwrap();
+    let console_mark = lab.console(&vm).len();
+    lab.ironic
+        .provision(
+            &uuid,
+            json!({"target": "active", "configdrive": {"meta_data": {"name": CONFIGDRIVE_NAME, "hostname": "lab"}}}),
+        )
+        .unwrap();
+    wait(&lab, &uuid, &["active"], 1200);
+    timed("deploy raw + config drive (to active)", t);
+    let secs = lab
+        .wait_console(&vm, console_mark, MARKER, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    timed("deploy raw: active → marker", t);
+    eprintln!("marker {secs:.1} s after the deploy request");
+    let console = lab.console(&vm);
+    let after = &console[console_mark..];
+    assert_eq!(
+        count(&console, "NBP file downloaded"),
+        pxe_boots_before,
+        "fast-track: no new PXE boot between cleaning and deploy"
+    );
+    assert!(
+        after.contains("BdsDxe: starting Boot") && after.contains("ironic1"),
+        "the firmware boots the entry the agent created:\n{after}"
+    );
+    lab.wait_console(&vm, console_mark, "IPA-RS-TESTOS-CONFIGDRIVE", Duration::from_secs(60)).unwrap();
+    let cd_line = lab.console(&vm)[console_mark..]
+        .lines()
+        .find(|l| l.contains("IPA-RS-TESTOS-CONFIGDRIVE"))
+        .unwrap()
+        .to_string();
+    assert!(cd_line.contains(CONFIGDRIVE_NAME) || cd_line.contains(&uuid), "{cd_line}");
+    assert!(same_prefix(&vm.disks[0].path, &raw), "disk holds the image");
+    let excerpt: Vec<&str> = after
+        .lines()
+        .filter(|l| l.contains("BdsDxe") || l.contains("IPA-RS-TESTOS"))
+        .collect();
+    eprintln!("LAB-CONSOLE deployed VM after Ironic rebooted it to disk:\n{}", excerpt.join("\n"));
+
+    // Rescue and unrescue.
+    let t = Instant::now();
+    lab.ironic.provision(&uuid, json!({"target": "rescue", "rescue_password": "lab-rescue-pw"})).unwrap();
+    wait(&lab, &uuid, &["rescue"], 1200);
+    timed("rescue", t);
+    let t = Instant::now();
+    lab.ironic.provision(&uuid, json!({"target": "unrescue"})).unwrap();
+    wait(&lab, &uuid, &["active"], 600);
+    timed("unrescue", t);
+
+    // Undeploy (cleaning again), then a wrong checksum: deploy fails, the disk's first MiB is
+    // zero and the VM does not boot the image.
+    let t = Instant::now();
+    lab.ironic.provision(&uuid, json!({"target": "deleted"})).unwrap();
+    wait(&lab, &uuid, &["available"], 1200);
+    timed("undeploy + cleaning", t);
+    let t = Instant::now();
+    lab.ironic
+        .patch_node(
+            &uuid,
+            json!([
+                {"op": "add", "path": "/instance_info/image_source", "value": qcow2_url},
+                {"op": "add", "path": "/instance_info/image_os_hash_value", "value": "0".repeat(64)},
+                {"op": "add", "path": "/instance_info/image_disk_format", "value": "qcow2"},
+            ]),
+        )
+        .unwrap();
+    lab.ironic.provision(&uuid, json!({"target": "active"})).unwrap();
+    let n = wait(&lab, &uuid, &["deploy failed"], 1200);
+    timed("deploy with a wrong checksum (to deploy failed)", t);
+    assert!(n["last_error"].as_str().unwrap_or("").contains("checksum"), "{}", n["last_error"]);
+    assert!(head_is_zero(&vm.disks[0].path, 1 << 20), "first MiB zero after a failed checksum");
+
+    // The same qcow2 with its right checksum deploys and boots.
+    let t = Instant::now();
+    lab.ironic
+        .patch_node(
+            &uuid,
+            json!([{"op": "add", "path": "/instance_info/image_os_hash_value", "value": qcow2_sum}]),
+        )
+        .unwrap();
+    let console_mark = lab.console(&vm).len();
+    lab.ironic.provision(&uuid, json!({"target": "active"})).unwrap();
+    wait(&lab, &uuid, &["active"], 1200);
+    lab.wait_console(&vm, console_mark, MARKER, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}\n{}", lab.diagnostics()));
+    timed("deploy qcow2 (to marker)", t);
+    assert!(same_prefix(&vm.disks[0].path, &raw), "qcow2 expands to the raw image");
+    timed("test total", t0);
+}
