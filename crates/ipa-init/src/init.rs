@@ -210,7 +210,14 @@ fn mount_late() {
 }
 
 fn print_report(what: &str, r: &Report) {
-    for f in &r.failed {
+    // Drivers whose init finds no hardware (cpufreq, EDAC, ... on a VM) are normal.
+    let enodev = io::Error::from_raw_os_error(libc::ENODEV).to_string();
+    let (quiet, loud): (Vec<_>, Vec<_>) = r.failed.iter().partition(|f| f.reason == enodev);
+    if !quiet.is_empty() {
+        let names: Vec<&str> = quiet.iter().map(|f| f.module.as_str()).collect();
+        say!("{what}: no device for {}", names.join(" "));
+    }
+    for f in loud {
         say!("module {}: {}", f.module, f.reason);
     }
     if !r.unknown.is_empty() {
@@ -331,6 +338,9 @@ enum Phase {
 #[derive(Debug)]
 struct NicState {
     mac: String,
+    /// DHCPv4 runs on it: its IPv4 address counts once the hook wrote the lease file
+    /// (routes and resolv.conf are then in place too).
+    dhcp4: bool,
     configured_at: Instant,
     seen: HashSet<bool>,
 }
@@ -466,6 +476,9 @@ impl Init {
         if let Some(mac) = self.cfg.net.bootif.filter(|_| self.assignment.bootif_missing) {
             say!("warning: BOOTIF {mac} matches no wired NIC: configuring all, waiting for any");
         }
+        // The timeout counts from here, when the DHCP clients start.
+        self.net_started = Instant::now();
+        self.phase = Phase::NetWait { deadline: self.net_started + self.cfg.net.timeout };
         match &self.assignment.wait {
             WaitFor::Nic(n) => {
                 say!("network: waiting up to {} s for {n}", self.cfg.net.timeout.as_secs_f64())
@@ -610,6 +623,7 @@ impl Init {
             name.clone(),
             NicState {
                 mac: c.nic.mac.map(|m| m.to_string()).unwrap_or_default(),
+                dhcp4: c.dhcp4 && c.static_ip.is_none() && self.tools.udhcpc.is_some(),
                 configured_at: Instant::now(),
                 seen: HashSet::new(),
             },
@@ -669,6 +683,12 @@ impl Init {
                 continue;
             };
             let v6 = a.addr.is_ipv6();
+            if !v6
+                && st.dhcp4
+                && !Path::new(&format!("{}/lease-{}.env", net::RUN_DIR, a.ifname)).exists()
+            {
+                continue;
+            }
             if st.seen.insert(v6) {
                 let via = net::default_gateway(&a.ifname, v6)
                     .map(|g| format!(" via {g}"))
@@ -910,10 +930,14 @@ impl Init {
         if let Some(pid) = self.sup.pid_of("agent") {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         }
+        // An interactive shell ignores SIGTERM: hang up its session instead.
+        if let Some(pid) = self.sup.pid_of("shell") {
+            let _ = kill(Pid::from_raw(-(pid as i32)), Signal::SIGHUP);
+        }
         let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
         say!("sent SIGTERM to all processes, waiting up to {} s", SHUTDOWN_GRACE.as_secs());
         if !self.wait_all(SHUTDOWN_GRACE) {
-            say!("sending SIGKILL to the remaining processes");
+            say!("still running: {}; sending SIGKILL", user_processes().join(", "));
             let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
             self.wait_all(Duration::from_secs(2));
         }
@@ -945,4 +969,21 @@ impl Init {
 /// carrier.
 fn needs_carrier(cfg: &BootConfig) -> bool {
     cfg.net.bootif.is_none() && matches!(cfg.net.global(), Some(IpParam::Static(_)))
+}
+
+/// `pid (comm)` of every user-space process but init (kernel threads have no cmdline).
+fn user_processes() -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(pid) = name.parse::<u32>() else { continue };
+            if pid == 1 || fs::read(e.path().join("cmdline")).map_or(true, |c| c.is_empty()) {
+                continue;
+            }
+            let comm = sys::read(e.path().join("comm")).unwrap_or_default();
+            out.push(format!("{pid} ({})", comm.trim()));
+        }
+    }
+    out
 }

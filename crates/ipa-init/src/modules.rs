@@ -360,7 +360,9 @@ fn decompress(path: &Path) -> io::Result<Vec<u8>> {
         if !prog.exists() {
             continue;
         }
-        let out = std::process::Command::new(&prog)
+        let mut cmd = std::process::Command::new(&prog);
+        crate::supervisor::unblock_signals_on_exec(&mut cmd);
+        let out = cmd
             .args(&args)
             .arg(path)
             .stdin(std::process::Stdio::null())

@@ -127,9 +127,25 @@ pub trait Spawner {
     fn spawn(&mut self, spec: &CommandSpec) -> io::Result<u32>;
 }
 
-/// The real spawner (`std::process::Command`; the child's signal mask is reset by std).
+/// The real spawner (`std::process::Command`, with [`unblock_signals_on_exec`]).
 #[derive(Debug, Default)]
 pub struct RealSpawner;
+
+/// Clear the signal mask in the child before `exec`. PID 1 blocks SIGTERM, SIGCHLD & co.
+/// (they are read from a signalfd) and a blocked mask survives `exec`: without this the
+/// agent and the DHCP clients would never see the SIGTERM of a shutdown.
+pub fn unblock_signals_on_exec(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // sigemptyset(3) and sigprocmask(2), which are async-signal-safe, on a local set.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(set.as_mut_ptr());
+            libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut());
+            Ok(())
+        });
+    }
+}
 
 fn open_io(io: &Io) -> io::Result<Stdio> {
     Ok(match io {
@@ -153,6 +169,7 @@ impl Spawner for RealSpawner {
             .stdin(open_io(&spec.stdin)?)
             .stdout(open_io(&spec.stdout)?)
             .stderr(open_io(&spec.stderr)?);
+        unblock_signals_on_exec(&mut cmd);
         if spec.controlling_tty {
             // SAFETY: the closure runs in the forked child before exec and only calls the
             // async-signal-safe setsid(2) and ioctl(2).
@@ -485,6 +502,39 @@ mod tests {
         );
         // Orphans are not ours.
         assert_eq!(sup.on_exit(4242, Exit::Code(0), now), None);
+    }
+
+    #[test]
+    fn children_start_with_an_empty_signal_mask() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("status");
+        // Block SIGUSR1 in this (test) thread, as init blocks its signals; the child must
+        // not inherit it.
+        let mut block = nix::sys::signal::SigSet::empty();
+        block.add(nix::sys::signal::Signal::SIGUSR1);
+        let mut old = nix::sys::signal::SigSet::empty();
+        nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&block),
+            Some(&mut old),
+        )
+        .unwrap();
+        let spec = CommandSpec {
+            stdout: Io::Append(out.clone()),
+            ..CommandSpec::new("/bin/sh", vec!["-c".into(), "grep SigBlk /proc/self/status".into()])
+        };
+        let pid = RealSpawner.spawn(&spec);
+        nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&old),
+            None,
+        )
+        .unwrap();
+        let pid = nix::unistd::Pid::from_raw(pid.unwrap() as i32);
+        let status = nix::sys::wait::waitpid(pid, None).unwrap();
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 0));
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(text.split_whitespace().nth(1), Some("0000000000000000"), "{text}");
     }
 
     #[test]
