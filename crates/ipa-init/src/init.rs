@@ -922,10 +922,15 @@ impl Init {
     }
 
     fn shutdown(&mut self, action: PowerAction, sig: Signal, from: u32) -> ! {
-        let comm = sys::read(format!("/proc/{from}/comm"))
-            .map(|c| format!(" ({})", c.trim()))
-            .unwrap_or_default();
-        say!("{action} requested by {sig} from pid {from}{comm}");
+        let sender = if from == 0 {
+            "the kernel (ctrl-alt-del)".to_string()
+        } else {
+            let comm = sys::read(format!("/proc/{from}/comm"))
+                .map(|c| format!(" ({})", c.trim()))
+                .unwrap_or_default();
+            format!("pid {from}{comm}")
+        };
+        say!("{action} requested by {sig} from {sender}");
         self.sup.stop();
         if let Some(pid) = self.sup.pid_of("agent") {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
