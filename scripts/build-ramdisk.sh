@@ -29,6 +29,10 @@ Options:
   --level N           compression level (default: zstd 19, gzip 9)
   --cache DIR         download/unpack cache (default <out>/cache)
   --kernel PKG        kernel package (default: what linux-image-amd64 depends on)
+  --small-agent       build the agent (and ipa-init) with opt-level=s, fat LTO, one codegen unit
+                      (cargo profile overrides through CARGO_PROFILE_RELEASE_*; panic stays
+                      unwind) in their own target dir (default target/ramdisk-cargo):
+                      about 1 MB less compressed, one slow full build
   --init FILE         use FILE as /init instead of building crate ipa-init (debugging)
   --with LIST         add optional tools/modules (flag `optional` in the lists), e.g. ipmitool
   --without LIST      leave out tools (by installed name, e.g. dropbear,smartctl) or modules
@@ -64,6 +68,7 @@ CHECK_REPRO=0
 MAX_MB=12
 WITH=""
 WITHOUT=""
+SMALL=0
 
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -78,6 +83,7 @@ while [[ $# -gt 0 ]]; do
         --cache) CACHE=$2; shift 2 ;;
         --kernel) KERNEL_PKG=$2; shift 2 ;;
         --init) INIT_FILE=$(realpath "$2"); shift 2 ;;
+        --small-agent) SMALL=1; shift ;;
         --with) WITH=$2; shift 2 ;;
         --without) WITHOUT=$2; shift 2 ;;
         --no-ca-certificates) CA_CERTS=0; shift ;;
@@ -228,7 +234,12 @@ AGENT_SRC=""
 INIT_SRC=""
 build_binaries() {
     local tdir
-    tdir=${CARGO_TARGET_DIR:-$ROOT/target}
+    if [[ $SMALL == 1 ]]; then
+        export CARGO_PROFILE_RELEASE_OPT_LEVEL=s CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
+        # Own target dir: the workspace's target/release stays what `cargo build --release` makes.
+        export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/ramdisk-cargo}
+    fi
+    tdir=$(realpath -m "${CARGO_TARGET_DIR:-$ROOT/target}")
     local args=(build --release --locked -p "$PACKAGE" --bin "$BIN" --no-default-features)
     [[ -n $FEATURES ]] && args+=(--features "$FEATURES")
     log "cargo ${args[*]}"
@@ -721,8 +732,9 @@ write_manifest() {
         printf '  "builder": {"script": "scripts/build-ramdisk.sh", "script_sha256": "%s", "commit": "%s", "dirty": %s},\n' \
             "$script_sha" "$COMMIT" "$DIRTY"
         printf '  "source_date_epoch": %s,\n' "$SOURCE_DATE_EPOCH"
-        printf '  "agent": {"package": %s, "bin": %s, "features": %s, "size": %s, "sha256": "%s"},\n' \
-            "$(json_str "$PACKAGE")" "$(json_str "$BIN")" "$(json_arr ${FEATURES//,/ })" "$agent_size" \
+        printf '  "agent": {"package": %s, "bin": %s, "features": %s, "profile": "%s", "size": %s, "sha256": "%s"},\n' \
+            "$(json_str "$PACKAGE")" "$(json_str "$BIN")" "$(json_arr ${FEATURES//,/ })" \
+            "$([[ $SMALL == 1 ]] && echo release+opt-level=s,lto=fat,codegen-units=1 || echo release)" "$agent_size" \
             "$(sha256sum "$STAGE/usr/bin/ipa-agent" | cut -d' ' -f1)"
         printf '  "init": {"source": %s, "size": %s, "sha256": "%s"},\n' \
             "$(json_str "$([[ -n $INIT_FILE ]] && echo "file:$INIT_FILE" || echo cargo:ipa-init)")" "$init_size" \
@@ -741,8 +753,10 @@ write_manifest() {
         printf ']},\n'
         printf '  "firmware": {"enabled": %s, "files": %s, "missing": %s},\n' \
             "$([[ $FIRMWARE == 1 ]] && echo true || echo false)" "$(json_arr "${FW_FILES[@]}")" "$(json_arr "${FW_MISSING[@]}")"
-        printf '  "modules": {"included": %s,\n    "skipped": %s,\n    "loaded_by_init": %s},\n' \
-            "$(json_arr "${MODS_INCLUDED[@]}")" "$(json_arr "${MODS_SKIPPED[@]}")" "$(json_arr "${MODS_LOAD[@]}")"
+        printf '  "modules": {"included": %s,\n    "skipped": %s,\n    "init_list": {"from": "%s", "names": %s, "load_flagged_not_listed": %s, "listed_not_included": %s}},\n' \
+            "$(json_arr "${MODS_INCLUDED[@]}")" "$(json_arr "${MODS_SKIPPED[@]}")" \
+            "$(file_source /etc/ipa-init/modules)" "$(json_arr $(init_list_names))" \
+            "$(json_arr "${INIT_LIST_UNNAMED[@]}")" "$(json_arr "${INIT_LIST_MISSING[@]}")"
         printf '  "packages": [\n'
         first=1
         for p in $(printf '%s\n' "${PKG_ORDER[@]}" | sort); do
@@ -780,7 +794,7 @@ write_manifest() {
         echo "ipa-rs deploy ramdisk"
         echo "builder:            scripts/build-ramdisk.sh at $COMMIT$([[ $DIRTY == true ]] && echo ' (dirty tree)')"
         echo "SOURCE_DATE_EPOCH:  $SOURCE_DATE_EPOCH"
-        echo "agent:              $PACKAGE/$BIN features=[${FEATURES}] $(human "$agent_size") ($agent_size bytes, stripped)"
+        echo "agent:              $PACKAGE/$BIN features=[${FEATURES}]$([[ $SMALL == 1 ]] && echo ' small-agent') $(human "$agent_size") ($agent_size bytes, stripped)"
         echo "init:               $([[ -n $INIT_FILE ]] && echo "$INIT_FILE (stand-in)" || echo ipa-init) $(human "$init_size")"
         echo "kernel:             $KERNEL_PKG ${PKG_VER[$KERNEL_PKG]} ($KVER) $(human "$kern_size")  sha256 $kern_sha"
         echo "initramfs:          $COMPRESS -$LEVEL $(human "$img_size") ($img_size bytes; uncompressed $(human "$raw_total"))  sha256 $img_sha"
@@ -808,7 +822,9 @@ write_manifest() {
         echo
         echo "modules included (${#MODS_INCLUDED[@]}; $(find "$STAGE/lib/modules" -name '*.ko' | wc -l) .ko files with dependencies): ${MODS_INCLUDED[*]}"
         echo "modules skipped: ${MODS_SKIPPED[*]:-none}"
-        echo "loaded by ipa-init after coldplug: ${MODS_LOAD[*]}"
+        echo "/etc/ipa-init/modules ($(file_source /etc/ipa-init/modules)): $(init_list_names | tr '\n' ' ')"
+        [[ ${#INIT_LIST_UNNAMED[@]} -eq 0 ]] || echo "flagged 'load' in ramdisk/modules.txt but not in that list: ${INIT_LIST_UNNAMED[*]}"
+        [[ ${#INIT_LIST_MISSING[@]} -eq 0 ]] || echo "named in that list but not in the ramdisk: ${INIT_LIST_MISSING[*]}"
         [[ $FIRMWARE == 1 ]] && echo "firmware files: ${#FW_FILES[@]}; named by modules but not packaged: ${FW_MISSING[*]:-none}"
         echo
         echo "packages:"
@@ -831,6 +847,8 @@ write_manifest() {
     } >"$OUT/manifest.txt"
 }
 
+init_list_names() { sed 's/#.*//' "$STAGE/etc/ipa-init/modules" | tr -s ' \t' '\n\n' | sed '/^$/d'; }
+file_source() { [[ ${FILE_PKG[$1]:-} == ipa-init ]] && echo "ipa-init MANIFEST" || echo "ramdisk/modules.txt"; }
 human() { awk -v b="$1" 'BEGIN{ if (b >= 1048576) printf "%.2f MiB", b/1048576; else printf "%.1f KiB", b/1024 }'; }
 
 # ---------------------------------------------------------------------------------------------
