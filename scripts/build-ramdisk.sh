@@ -357,14 +357,18 @@ stage_modules() {
     install_file "$WORK/ipa-init-modules" /etc/ipa-init/modules 0644
 }
 
-stage_firmware() {
+check_firmware_sources() {
     [[ $FIRMWARE == 1 ]] || return 0
     if ! apt-cache policy 2>/dev/null | grep -q 'non-free-firmware'; then
         die "--firmware: the APT sources of this machine have no 'non-free-firmware' component
-  (only: $(apt-cache policy 2>/dev/null | awk '/ c=/{for(i=1;i<=NF;i++) if ($i ~ /^c=/) print substr($i,3)}' | sort -u | tr '\n' ' '))
+  (only: $(apt-cache policy 2>/dev/null | grep -o ',c=[^,]*' | cut -d= -f2 | sort -u | tr '\n' ' '))
   Add it, e.g. 'Components: main non-free-firmware' in /etc/apt/sources.list.d/debian.sources,
   run apt-get update, and build again."
     fi
+}
+
+stage_firmware() {
+    [[ $FIRMWARE == 1 ]] || return 0
     local pkgs=() p
     while read -r p _; do pkgs+=("$p"); done < <(read_list "$LISTS/firmware.txt")
     pkg_meta "${pkgs[@]}" || die "--firmware: no APT candidate for: $PKG_MISSING"
@@ -853,6 +857,7 @@ human() { awk -v b="$1" 'BEGIN{ if (b >= 1048576) printf "%.2f MiB", b/1048576; 
 
 # ---------------------------------------------------------------------------------------------
 mkdir -p "$WORK"
+check_firmware_sources
 build_binaries
 resolve_kernel
 log "assembling the tree (kernel $KVER)"
