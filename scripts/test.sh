@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, real components included: a real Ironic (PyPI, in a venv), a real
 # RabbitMQ (started by the tests on a loopback port, stopped by PID), real libzmq, real HTTP over
-# loopback. Nothing touches a real disk, bootloader or power state.
+# loopback, and the VM lab (crates/ipa-vm-lab): QEMU/OVMF VMs under TCG in a network namespace,
+# powered by sushy-tools over libvirt, booted over PXE/iPXE by a real Ironic into the ramdisk
+# built here. Nothing touches a real disk, bootloader or power state: VM disks are files.
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh -- <args>  extra arguments for `cargo test`
@@ -15,6 +17,10 @@ export IPA_IRONIC_VENV="${IPA_IRONIC_VENV:-/opt/ironic-venv}"
 scripts/setup-test-deps.sh
 # The real-Ironic tests find the venv here, and fail (instead of printing SKIP) without it.
 export IRONIC_VENV="$IPA_IRONIC_VENV" IRONIC_E2E_REQUIRED=1
+
+# The deploy ramdisk the VM lab boots (kernel + initramfs under target/ramdisk, cached debs).
+scripts/build-ramdisk.sh --out target/ramdisk
+export IPA_RAMDISK_DIR="$PWD/target/ramdisk"
 
 # 1. Every crate, every feature: unit, integration, conformance, real-component tests.
 cargo test --workspace --all-features --locked --no-fail-fast "${extra[@]}"

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use ipa_ironic::testing::{IronicServer, free_port};
 use serde_json::{Value, json};
 
+use crate::LabError;
 use crate::daemon::{Daemon, tail, wait_for};
 use crate::libvirt::{KvmPermissions, Libvirt, VmSpec};
 use crate::netns::Netns;
-use crate::LabError;
 
 /// The Python that has Debian's `python3-libvirt` (sushy-tools' venv is made from it).
 pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
@@ -122,11 +122,9 @@ impl Lab {
         let sushy_port = free_port();
         let ironic_opts = opts.clone();
         let (h, hp) = (host.clone(), http_port);
-        let ironic = IronicServer::start_with(
-            move |me| ironic_config(me, &ironic_opts, &h, hp),
-            "redfish",
-        )
-        .map_err(LabError::Setup)?;
+        let ironic =
+            IronicServer::start_with(move |me| ironic_config(me, &ironic_opts, &h, hp), "redfish")
+                .map_err(LabError::Setup)?;
         let http_root = ironic.dir.path().join("http");
         let images = http_root.join("lab");
         std::fs::create_dir_all(&images).map_err(io)?;
@@ -180,21 +178,36 @@ impl Lab {
         c.arg("--config").arg(dir.path().join("sushy.conf"));
         let mut sushy = Daemon::spawn("sushy-emulator", c, &dir.path().join("sushy.log"))?;
 
-        wait_for("sushy-tools and the HTTP server", Duration::from_secs(60), Duration::from_millis(200), || {
-            let a = ipa_ironic::testing::http_to(&host, sushy_port, "GET", "/redfish/v1/Systems", &[], None)
+        wait_for(
+            "sushy-tools and the HTTP server",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || {
+                let a = ipa_ironic::testing::http_to(
+                    &host,
+                    sushy_port,
+                    "GET",
+                    "/redfish/v1/Systems",
+                    &[],
+                    None,
+                )
                 .ok()
                 .filter(|(c, _)| *c == 200);
-            let b = ipa_ironic::testing::http_to(&host, http_port, "GET", "/boot.ipxe", &[], None)
-                .ok()
-                .filter(|(c, _)| *c == 200);
-            (a.is_some() && b.is_some()).then_some(())
-        })
+                let b =
+                    ipa_ironic::testing::http_to(&host, http_port, "GET", "/boot.ipxe", &[], None)
+                        .ok()
+                        .filter(|(c, _)| *c == 200);
+                (a.is_some() && b.is_some()).then_some(())
+            },
+        )
         .map_err(|e| {
             LabError::Setup(format!(
                 "{e}\nsushy:\n{}\nhttp:\n{}\nironic http_root: {:?}",
                 tail(&dir.path().join("sushy.log"), 20),
                 tail(&dir.path().join("http.log"), 5),
-                std::fs::read_dir(&http_root).map(|r| r.flatten().map(|e| e.file_name()).collect::<Vec<_>>()).ok()
+                std::fs::read_dir(&http_root)
+                    .map(|r| r.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+                    .ok()
             ))
         })?;
         for dmn in [&mut http, &mut dnsmasq, &mut sushy] {
@@ -238,7 +251,11 @@ impl Lab {
         let d = self.dir.path();
         VmSpec {
             name: name.into(),
-            uuid: format!("{:08x}-0000-4000-8000-{}", name.len() as u32 + 0x1ab, mac.replace(':', "")),
+            uuid: format!(
+                "{:08x}-0000-4000-8000-{}",
+                name.len() as u32 + 0x1ab,
+                mac.replace(':', "")
+            ),
             mac: mac.into(),
             memory_mib,
             bridge: self.ns.bridge.clone(),
@@ -298,7 +315,11 @@ impl Lab {
         let created = self.ironic.ok("POST", "/v1/nodes", Some(&node)).map_err(LabError::Ironic)?;
         let uuid = created["uuid"].as_str().ok_or(LabError::Ironic("no uuid".into()))?.to_string();
         self.ironic
-            .ok("POST", "/v1/ports", Some(&json!({"node_uuid": uuid, "address": vm.mac, "pxe_enabled": true})))
+            .ok(
+                "POST",
+                "/v1/ports",
+                Some(&json!({"node_uuid": uuid, "address": vm.mac, "pxe_enabled": true})),
+            )
             .map_err(LabError::Ironic)?;
         Ok(uuid)
     }
@@ -317,11 +338,16 @@ impl Lab {
         timeout: Duration,
     ) -> Result<f64, LabError> {
         let t0 = Instant::now();
-        wait_for(&format!("{needle:?} on {}'s console", vm.name), timeout, Duration::from_millis(500), || {
-            let c = std::fs::read(&vm.console).unwrap_or_default();
-            let s = String::from_utf8_lossy(c.get(from..).unwrap_or_default()).into_owned();
-            s.contains(needle).then(|| t0.elapsed().as_secs_f64())
-        })
+        wait_for(
+            &format!("{needle:?} on {}'s console", vm.name),
+            timeout,
+            Duration::from_millis(500),
+            || {
+                let c = std::fs::read(&vm.console).unwrap_or_default();
+                let s = String::from_utf8_lossy(c.get(from..).unwrap_or_default()).into_owned();
+                s.contains(needle).then(|| t0.elapsed().as_secs_f64())
+            },
+        )
         .map_err(|e| LabError::Timeout(format!("{e}\nconsole tail:\n{}", tail(&vm.console, 40))))
     }
 

@@ -62,8 +62,11 @@ pub const REQUIRED: &[&str] = &[
 
 /// Fail (never skip) when something the lab needs is missing.
 pub fn require_tools() -> Result<(), LabError> {
-    let mut missing: Vec<String> =
-        REQUIRED.iter().filter(|p| !std::path::Path::new(p).exists()).map(|p| p.to_string()).collect();
+    let mut missing: Vec<String> = REQUIRED
+        .iter()
+        .filter(|p| !std::path::Path::new(p).exists())
+        .map(|p| p.to_string())
+        .collect();
     let sushy = lab::sushy_venv().join("bin/sushy-emulator");
     if !sushy.exists() {
         missing.push(sushy.display().to_string());

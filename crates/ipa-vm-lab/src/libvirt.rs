@@ -166,10 +166,12 @@ impl VmSpec {
             let f = std::fs::File::create(&d.path).map_err(io)?;
             f.set_len(d.size).map_err(io)?;
             // NVMe disks go through <qemu:commandline>, which libvirt does not relabel.
-            std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o666)).map_err(io)?;
+            std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o666))
+                .map_err(io)?;
         }
         std::fs::copy(OVMF_VARS, &self.nvram).map_err(io)?;
-        std::fs::set_permissions(&self.nvram, std::fs::Permissions::from_mode(0o666)).map_err(io)?;
+        std::fs::set_permissions(&self.nvram, std::fs::Permissions::from_mode(0o666))
+            .map_err(io)?;
         std::fs::write(&self.console, b"").map_err(io)?;
         std::fs::set_permissions(&self.console, std::fs::Permissions::from_mode(0o666))
             .map_err(io)?;
@@ -211,7 +213,10 @@ impl VmSpec {
                     qemu_args.push(format!("file={p},if=none,id={id},format=raw,cache=none"));
                     qemu_args.push("-device".to_string());
                     // Directly on the root complex, clear of the slots libvirt gives its root ports.
-                    qemu_args.push(format!("nvme,serial={s},drive={id},bus=pcie.0,addr=0x{:x}", 0x18 + i));
+                    qemu_args.push(format!(
+                        "nvme,serial={s},drive={id},bus=pcie.0,addr=0x{:x}",
+                        0x18 + i
+                    ));
                 }
             }
         }

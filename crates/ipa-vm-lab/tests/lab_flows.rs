@@ -16,9 +16,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const GIB: u64 = 1 << 30;
 
 fn ramdisk_dir() -> PathBuf {
-    std::env::var_os("IPA_RAMDISK_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ramdisk")
-    })
+    std::env::var_os("IPA_RAMDISK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/ramdisk"))
 }
 
 fn wait(lab: &Lab, uuid: &str, states: &[&str], secs: u64) -> Value {
@@ -57,13 +57,15 @@ fn inspection_reports_what_the_guest_kernel_sees() {
     lab.ironic.provision(&uuid, json!({"target": "inspect"})).expect("inspect");
     wait(&lab, &uuid, &["manageable"], 900);
     timed("inspection", t);
-    let inv = lab
-        .ironic
-        .ok("GET", &format!("/v1/nodes/{uuid}/inventory"), None)
-        .expect("inventory");
+    let inv =
+        lab.ironic.ok("GET", &format!("/v1/nodes/{uuid}/inventory"), None).expect("inventory");
     let inv = &inv["inventory"];
-    let macs: Vec<&str> =
-        inv["interfaces"].as_array().unwrap().iter().filter_map(|i| i["mac_address"].as_str()).collect();
+    let macs: Vec<&str> = inv["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["mac_address"].as_str())
+        .collect();
     assert!(macs.contains(&vm.mac.as_str()), "{macs:?}");
     let disks = inv["disks"].as_array().unwrap();
     let serial = |s: &str| disks.iter().find(|d| d["serial"] == s).cloned();
@@ -83,7 +85,9 @@ fn inspection_reports_what_the_guest_kernel_sees() {
     timed("test total", t0);
 }
 
-/// The test OS image (`testos/make-test-os.sh`), built once per test run into `dir`.
+/// The test OS image (`testos/make-test-os.sh`), built into `dir`. Runs before the lab
+/// exists: the first build downloads its Debian packages into a cache beside the ramdisk,
+/// which only the host's network namespace can reach.
 fn test_os(dir: &std::path::Path) -> (PathBuf, PathBuf, String, String) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testos/make-test-os.sh");
     let kernel = ramdisk_dir().join("ipa-rs.kernel");
@@ -91,7 +95,7 @@ fn test_os(dir: &std::path::Path) -> (PathBuf, PathBuf, String, String) {
         .arg(&script)
         .arg(dir)
         .env("KERNEL", &kernel)
-        .env("CACHE", ramdisk_dir().join("cache"))
+        .env("CACHE", ramdisk_dir().join("testos-cache"))
         .status()
         .expect("run make-test-os.sh");
     assert!(st.success(), "make-test-os.sh failed: {st}");
@@ -140,11 +144,13 @@ const CONFIGDRIVE_NAME: &str = "lab-configdrive-check";
 fn clean_deploy_boot_rescue_and_bad_checksum_on_a_uefi_vm() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let t0 = Instant::now();
+    let os_dir = tempfile::tempdir().unwrap();
+    let (raw, qcow2, raw_sum, qcow2_sum) = test_os(os_dir.path());
+    timed("test OS image", t0);
     let mut opts = LabOptions::new("life", &ramdisk_dir());
     opts.fast_track = true;
     let mut lab = Lab::start(&opts).expect("lab");
     timed("lab setup", t0);
-    let (raw, qcow2, raw_sum, qcow2_sum) = test_os(lab.dir.path());
     let raw_url = lab.serve(&raw, "testos.raw").unwrap();
     let qcow2_url = lab.serve(&qcow2, "testos.qcow2").unwrap();
     let vm = lab.vm_spec(
@@ -177,7 +183,8 @@ fn clean_deploy_boot_rescue_and_bad_checksum_on_a_uefi_vm() {
     timed("automated cleaning (erase_devices_metadata)", t);
     assert_eq!(n["power_state"], "power on", "fast-track keeps the agent running");
     for d in &vm.disks {
-        let out = std::process::Command::new("wipefs").arg("--no-act").arg(&d.path).output().unwrap();
+        let out =
+            std::process::Command::new("wipefs").arg("--no-act").arg(&d.path).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.trim().is_empty(), "signatures left on {}: {text}", d.path.display());
     }
@@ -221,7 +228,8 @@ fn clean_deploy_boot_rescue_and_bad_checksum_on_a_uefi_vm() {
         after.contains("BdsDxe: starting Boot") && after.contains("ironic1"),
         "the firmware boots the entry the agent created:\n{after}"
     );
-    lab.wait_console(&vm, console_mark, "IPA-RS-TESTOS-CONFIGDRIVE", Duration::from_secs(60)).unwrap();
+    lab.wait_console(&vm, console_mark, "IPA-RS-TESTOS-CONFIGDRIVE", Duration::from_secs(60))
+        .unwrap();
     let cd_line = lab.console(&vm)[console_mark..]
         .lines()
         .find(|l| l.contains("IPA-RS-TESTOS-CONFIGDRIVE"))
@@ -229,15 +237,15 @@ fn clean_deploy_boot_rescue_and_bad_checksum_on_a_uefi_vm() {
         .to_string();
     assert!(cd_line.contains(CONFIGDRIVE_NAME) || cd_line.contains(&uuid), "{cd_line}");
     assert!(same_prefix(&vm.disks[0].path, &raw), "disk holds the image");
-    let excerpt: Vec<&str> = after
-        .lines()
-        .filter(|l| l.contains("BdsDxe") || l.contains("IPA-RS-TESTOS"))
-        .collect();
+    let excerpt: Vec<&str> =
+        after.lines().filter(|l| l.contains("BdsDxe") || l.contains("IPA-RS-TESTOS")).collect();
     eprintln!("LAB-CONSOLE deployed VM after Ironic rebooted it to disk:\n{}", excerpt.join("\n"));
 
     // Rescue and unrescue.
     let t = Instant::now();
-    lab.ironic.provision(&uuid, json!({"target": "rescue", "rescue_password": "lab-rescue-pw"})).unwrap();
+    lab.ironic
+        .provision(&uuid, json!({"target": "rescue", "rescue_password": "lab-rescue-pw"}))
+        .unwrap();
     wait(&lab, &uuid, &["rescue"], 1200);
     timed("rescue", t);
     let t = Instant::now();
@@ -256,7 +264,9 @@ fn clean_deploy_boot_rescue_and_bad_checksum_on_a_uefi_vm() {
         .patch_node(
             &uuid,
             json!([
+                // Undeploying cleared instance_info.
                 {"op": "add", "path": "/instance_info/image_source", "value": qcow2_url},
+                {"op": "add", "path": "/instance_info/image_os_hash_algo", "value": "sha256"},
                 {"op": "add", "path": "/instance_info/image_os_hash_value", "value": "0".repeat(64)},
                 {"op": "add", "path": "/instance_info/image_disk_format", "value": "qcow2"},
             ]),
