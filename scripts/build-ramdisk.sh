@@ -35,7 +35,8 @@ Options:
                       about 1 MB less compressed, one slow full build
   --init FILE         use FILE as /init instead of building crate ipa-init (debugging)
   --with LIST         add optional tools/modules (flag `optional` in the lists), e.g. ipmitool
-  --without LIST      leave out tools (by installed name, e.g. dropbear,smartctl) or modules
+  --without LIST      leave out tools (by installed name, e.g. dropbear,smartctl) or modules;
+                      tool:NAME / module:NAME when a name is both (nvme); required modules stay
   --no-ca-certificates  leave out /etc/ssl/certs/ca-certificates.crt (Mozilla CA bundle)
   --check-reproducible  assemble the tree a second time from the cache and pack it again;
                       fail unless both initramfs images are byte-identical
@@ -155,13 +156,20 @@ read_list() {
     done <"$1"
 }
 
-# wanted NAME FLAGS...: default entries unless --without NAME; `optional` ones only with --with.
+# wanted KIND NAME FLAGS...: default entries unless --without NAME (or KIND:NAME, KIND = tool
+# or module); `optional` ones only with --with. A `required` module is never dropped.
 wanted() {
-    local name=$1
-    shift
-    in_list "$name" "$WITHOUT" && return 1
+    local kind=$1 name=$2
+    shift 2
+    if in_list "$name" "$WITHOUT" || in_list "$kind:$name" "$WITHOUT"; then
+        if [[ " $* " == *" required "* ]]; then
+            in_list "$kind:$name" "$WITHOUT" && warn "--without: $kind $name is required: kept"
+            return 0
+        fi
+        return 1
+    fi
     if [[ " $* " == *" optional "* ]]; then
-        in_list "$name" "$WITH" || return 1
+        in_list "$name" "$WITH" || in_list "$kind:$name" "$WITH" || return 1
     fi
     return 0
 }
@@ -319,7 +327,7 @@ stage_modules() {
         [[ " $flags " == *" required "* ]] && required=1
         [[ " $flags " == *" load "* ]] && load=1
         [[ " $flags " == *" firmware "* ]] && fwonly=1
-        if ! wanted "$name" $flags; then
+        if ! wanted module "$name" $flags; then
             MODS_SKIPPED+=("$name (not selected)")
             continue
         fi
@@ -399,7 +407,7 @@ selected_tools() {
         opt=""
         [[ $why == *" optional" || $why == optional ]] && opt=optional
         why=${why% optional}
-        wanted "${dst##*/}" $opt || continue
+        wanted tool "${dst##*/}" $opt || continue
         printf '%s\t%s\t%s\t%s\n' "$pkg" "$src" "$dst" "$why"
     done < <(read_list "$LISTS/tools.txt")
 }
