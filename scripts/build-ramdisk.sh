@@ -774,9 +774,9 @@ write_manifest() {
         for p in $(printf '%s\n' "${PKG_ORDER[@]}" | sort); do
             [[ $first == 1 ]] || printf ',\n'
             first=0
-            printf '    {"name": %s, "version": %s, "arch": "%s", "deb": %s, "sha256": "%s"}' \
+            printf '    {"name": %s, "version": %s, "arch": "%s", "deb": %s, "sha256": "%s", "files_in_ramdisk": %s}' \
                 "$(json_str "$p")" "$(json_str "${PKG_VER[$p]}")" "${PKG_ARCH[$p]}" \
-                "$(json_str "${PKG_FILE[$p]}")" "${PKG_SHA[$p]}"
+                "$(json_str "${PKG_FILE[$p]}")" "${PKG_SHA[$p]}" "$(pkg_uses "$p")"
         done
         printf '\n  ],\n  "files": [\n'
         first=1
@@ -841,7 +841,7 @@ write_manifest() {
         echo
         echo "packages:"
         for p in $(printf '%s\n' "${PKG_ORDER[@]}" | sort); do
-            printf '  %-32s %-28s %s\n' "$p" "${PKG_VER[$p]}" "${PKG_SHA[$p]}"
+            printf '  %-32s %-28s %s %4s files\n' "$p" "${PKG_VER[$p]}" "${PKG_SHA[$p]}" "$(pkg_uses "$p")"
         done
         echo
         echo "files:"
@@ -859,6 +859,11 @@ write_manifest() {
     } >"$OUT/manifest.txt"
 }
 
+pkg_uses() { # number of ramdisk files taken from package $1
+    local k n=0
+    for k in "${!FILE_PKG[@]}"; do [[ ${FILE_PKG[$k]} == "$1" ]] && n=$((n + 1)); done
+    echo "$n"
+}
 init_list_names() { sed 's/#.*//' "$STAGE/etc/ipa-init/modules" | tr -s ' \t' '\n\n' | sed '/^$/d'; }
 file_source() { [[ ${FILE_PKG[$1]:-} == ipa-init ]] && echo "ipa-init MANIFEST" || echo "ramdisk/modules.txt"; }
 human() { awk -v b="$1" 'BEGIN{ if (b >= 1048576) printf "%.2f MiB", b/1048576; else printf "%.1f KiB", b/1024 }'; }
