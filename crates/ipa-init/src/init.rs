@@ -1,7 +1,7 @@
 //! PID 1 itself: the boot sequence and the event loop. Only [`run`] is public, and `main`
 //! calls it only when `getpid() == 1`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write as _};
 use std::net::IpAddr;
@@ -22,7 +22,7 @@ use crate::cmdline::{BootConfig, Cmdline, IpParam, StaticIp};
 use crate::modules::{
     Coldplug, FinitModuleLoader, ModuleIndex, Report, parse_module_list, scan_modaliases,
 };
-use crate::net::{self, Assignment, NicConfig, Stage, Tool, WaitFor};
+use crate::net::{self, Assignment, Dhcp6Client, NetWait, NicConfig, Stage, Tool, WaitFor};
 use crate::power::PowerAction;
 use crate::supervisor::{CommandSpec, Io, RealSpawner, RestartPolicy, Supervisor, reap_children};
 use crate::{say, sys};
@@ -338,35 +338,30 @@ enum Phase {
 #[derive(Debug)]
 struct NicState {
     mac: String,
-    /// DHCPv4 runs on it: its IPv4 address counts once the hook wrote the lease file
-    /// (routes and resolv.conf are then in place too).
-    dhcp4: bool,
     configured_at: Instant,
-    seen: HashSet<bool>,
 }
 
 struct Tools {
     ip: Option<Tool>,
     udhcpc: Option<Tool>,
-    udhcpc6: Option<Tool>,
+    /// busybox udhcpc6, else dhcpcd (with ipa-init's dhcpcd.conf and dhcpcd.script).
+    dhcp6: Option<Dhcp6Client>,
+    /// dhcpcd is installed but ipa-init's dhcpcd.conf or dhcpcd.script is not.
+    dhcpcd_without_files: bool,
 }
 
 impl Tools {
     fn find() -> Self {
-        let applets: Vec<String> = Command::new("/bin/busybox")
-            .arg("--list")
-            .env_clear()
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout).lines().map(|l| l.trim().to_string()).collect()
-            })
-            .unwrap_or_default();
+        let applets = net::busybox_applets();
+        let dhcpcd = net::find_tool("dhcpcd", PATH_DIRS, &[]);
+        let dhcpcd_files =
+            Path::new(net::DHCPCD_CONF).exists() && Path::new(net::DHCPCD_SCRIPT).exists();
+        let udhcpc6 = net::find_tool("udhcpc6", PATH_DIRS, &applets);
         Tools {
             ip: net::find_tool("ip", PATH_DIRS, &applets),
             udhcpc: net::find_tool("udhcpc", PATH_DIRS, &applets),
-            udhcpc6: net::find_tool("udhcpc6", PATH_DIRS, &applets),
+            dhcpcd_without_files: udhcpc6.is_none() && dhcpcd.is_some() && !dhcpcd_files,
+            dhcp6: net::choose_dhcp6_client(udhcpc6, dhcpcd, dhcpcd_files),
         }
     }
 }
@@ -383,9 +378,10 @@ struct Init {
     net_started: Instant,
     assignment: Assignment,
     nics: HashMap<String, NicState>,
+    net_wait: NetWait,
     /// Staged NICs not started yet.
     later: Vec<NicConfig>,
-    warned_no_udhcpc6: bool,
+    warned_no_dhcp6: bool,
     next_tick: Instant,
 }
 
@@ -400,7 +396,7 @@ impl Init {
             spawner: RealSpawner,
             log: None,
             coldplug,
-            tools: Tools { ip: None, udhcpc: None, udhcpc6: None },
+            tools: Tools { ip: None, udhcpc: None, dhcp6: None, dhcpcd_without_files: false },
             net_started: now,
             assignment: Assignment {
                 nics: Vec::new(),
@@ -408,8 +404,9 @@ impl Init {
                 bootif_missing: false,
             },
             nics: HashMap::new(),
+            net_wait: NetWait::new(WaitFor::Nothing, net::RUN_DIR),
             later: Vec::new(),
-            warned_no_udhcpc6: false,
+            warned_no_dhcp6: false,
             next_tick: now,
         }
     }
@@ -430,6 +427,19 @@ impl Init {
         }
         if !Path::new(net::UDHCPC_SCRIPT).exists() {
             say!("warning: {} is missing: DHCP leases will not be applied", net::UDHCPC_SCRIPT);
+        }
+        if self.tools.dhcpcd_without_files {
+            say!(
+                "warning: dhcpcd without {} and {}: not used",
+                net::DHCPCD_CONF,
+                net::DHCPCD_SCRIPT
+            );
+        }
+        if let Some(Dhcp6Client::Dhcpcd(t)) = &self.tools.dhcp6
+            && self.assignment_may_use_dhcp6()
+        {
+            let how = net::prepare_dhcpcd(Path::new("/"));
+            say!("DHCPv6 client: {} ({how})", t.program.display());
         }
         for k in ["accept_ra", "autoconf"] {
             sys::write_quiet(&format!("/proc/sys/net/ipv6/conf/default/{k}"), "1");
@@ -473,6 +483,7 @@ impl Init {
             }
         }
         self.assignment = net::assign(&self.cfg.net, &nics);
+        self.net_wait = NetWait::new(self.assignment.wait.clone(), net::RUN_DIR);
         if let Some(mac) = self.cfg.net.bootif.filter(|_| self.assignment.bootif_missing) {
             say!("warning: BOOTIF {mac} matches no wired NIC: configuring all, waiting for any");
         }
@@ -601,16 +612,18 @@ impl Init {
         );
     }
 
-    fn dhcp_env(&self, c: &NicConfig, family: u8) -> Vec<(String, String)> {
-        let fixed_hostname =
-            self.cfg.net.ip.iter().any(|p| matches!(p, IpParam::Static(s) if s.hostname.is_some()));
-        vec![
-            ("PATH".into(), PATH.into()),
-            ("IPA_DHCP_FAMILY".into(), family.to_string()),
-            ("IPA_DHCP_METRIC".into(), c.metric.to_string()),
-            ("IPA_DHCP_PRIMARY".into(), if c.primary { "1" } else { "0" }.into()),
-            ("IPA_HOSTNAME_FIXED".into(), if fixed_hostname { "1" } else { "0" }.into()),
-        ]
+    /// The command line set the hostname: DHCP never overrides it.
+    fn hostname_fixed(&self) -> bool {
+        self.cfg.net.ip.iter().any(|p| matches!(p, IpParam::Static(s) if s.hostname.is_some()))
+    }
+
+    /// Can any NIC (now or later) get DHCPv6: not `ip=off`, and some `ip=` (or none) asks
+    /// for it.
+    fn assignment_may_use_dhcp6(&self) -> bool {
+        let n = &self.cfg.net;
+        !n.is_off()
+            && (n.ip.is_empty()
+                || n.ip.iter().any(|p| matches!(p, IpParam::Auto { dhcp6: true, .. })))
     }
 
     fn configure(&mut self, c: &NicConfig) {
@@ -623,50 +636,47 @@ impl Init {
             name.clone(),
             NicState {
                 mac: c.nic.mac.map(|m| m.to_string()).unwrap_or_default(),
-                dhcp4: c.dhcp4 && c.static_ip.is_none() && self.tools.udhcpc.is_some(),
                 configured_at: Instant::now(),
-                seen: HashSet::new(),
             },
+        );
+        let dynamic = c.static_ip.is_none();
+        self.net_wait.add_nic(
+            &name,
+            dynamic && c.dhcp4 && self.tools.udhcpc.is_some(),
+            dynamic && c.dhcp6 && self.tools.dhcp6.is_some(),
         );
         if let Some(s) = &c.static_ip {
             self.apply_static(&name, s, c.metric);
             return;
         }
         let now = Instant::now();
+        let fixed = self.hostname_fixed();
         let mut what = Vec::new();
         if c.dhcp4
-            && let Some(t) = self.tools.udhcpc.clone()
+            && let Some(t) = &self.tools.udhcpc
         {
-            let log = PathBuf::from(format!("{}/dhcp4-{name}.log", net::RUN_DIR));
-            let mut args = t.prefix_args.clone();
-            args.extend(net::udhcpc_args(&name, net::UDHCPC_SCRIPT, None));
-            let spec = CommandSpec {
-                env: self.dhcp_env(c, 4),
-                stdout: Io::Append(log.clone()),
-                stderr: Io::Append(log),
-                ..CommandSpec::new(t.program, args)
-            };
+            let spec = net::dhcp4_command(t, c, fixed);
             self.sup.add(format!("udhcpc {name}"), spec, RestartPolicy::DHCP, now);
             what.push("dhcp");
         }
         if c.dhcp6 {
-            match self.tools.udhcpc6.clone() {
-                Some(t) => {
-                    let log = PathBuf::from(format!("{}/dhcp6-{name}.log", net::RUN_DIR));
-                    let mut args = t.prefix_args.clone();
-                    args.extend(net::udhcpc6_args(&name, net::UDHCPC_SCRIPT));
-                    let spec = CommandSpec {
-                        env: self.dhcp_env(c, 6),
-                        stdout: Io::Append(log.clone()),
-                        stderr: Io::Append(log),
-                        ..CommandSpec::new(t.program, args)
-                    };
-                    self.sup.add(format!("udhcpc6 {name}"), spec, RestartPolicy::DHCP, now);
-                    what.push("dhcp6");
+            match &self.tools.dhcp6 {
+                Some(client) => {
+                    let spec = net::dhcp6_command(client, c, fixed);
+                    self.sup.add(
+                        format!("{} {name}", client.name()),
+                        spec,
+                        RestartPolicy::DHCP,
+                        now,
+                    );
+                    what.push(match client {
+                        Dhcp6Client::Udhcpc6(_) => "dhcp6",
+                        Dhcp6Client::Dhcpcd(_) => "dhcp6 (dhcpcd)",
+                    });
                 }
-                None if !self.warned_no_udhcpc6 => {
-                    self.warned_no_udhcpc6 = true;
-                    say!("note: no udhcpc6 in this busybox: IPv6 by SLAAC only");
+                None if !self.warned_no_dhcp6 => {
+                    self.warned_no_dhcp6 = true;
+                    say!("note: no udhcpc6 in this busybox and no dhcpcd: IPv6 by SLAAC only");
                 }
                 None => {}
             }
@@ -678,37 +688,25 @@ impl Init {
     /// Print each NIC's first global address per family; true when the wait target has one.
     fn check_addresses(&mut self) -> bool {
         let addrs = net::global_addresses();
-        for a in &addrs {
-            let Some(st) = self.nics.get_mut(&a.ifname) else {
+        for a in self.net_wait.observe(&addrs) {
+            let Some(st) = self.nics.get(&a.ifname) else {
                 continue;
             };
             let v6 = a.addr.is_ipv6();
-            if !v6
-                && st.dhcp4
-                && !Path::new(&format!("{}/lease-{}.env", net::RUN_DIR, a.ifname)).exists()
-            {
-                continue;
-            }
-            if st.seen.insert(v6) {
-                let via = net::default_gateway(&a.ifname, v6)
-                    .map(|g| format!(" via {g}"))
-                    .unwrap_or_default();
-                say!(
-                    "{} {}: {}/{}{} in {:.1} s",
-                    a.ifname,
-                    st.mac,
-                    a.addr,
-                    a.prefix,
-                    via,
-                    st.configured_at.elapsed().as_secs_f64()
-                );
-            }
+            let via = net::default_gateway(&a.ifname, v6)
+                .map(|g| format!(" via {g}"))
+                .unwrap_or_default();
+            say!(
+                "{} {}: {}/{}{} in {:.1} s",
+                a.ifname,
+                st.mac,
+                a.addr,
+                a.prefix,
+                via,
+                st.configured_at.elapsed().as_secs_f64()
+            );
         }
-        match &self.assignment.wait {
-            WaitFor::Nothing => true,
-            WaitFor::Nic(n) => self.nics.get(n).is_some_and(|s| !s.seen.is_empty()),
-            WaitFor::Any => self.nics.values().any(|s| !s.seen.is_empty()),
-        }
+        self.net_wait.ready()
     }
 
     /// NICs that appeared after the start (late drivers, hotplug).

@@ -11,9 +11,10 @@
 //!    modules are inserted after their dependencies with `finit_module(2)`; then the fixed
 //!    list `/etc/ipa-init/modules`; coldplug passes repeat until one loads nothing (at most 5);
 //!    efivarfs is mounted when the machine booted with UEFI;
-//! 3. brings `lo` and every wired NIC up and runs busybox `udhcpc` (and `udhcpc6` when
-//!    present; SLAAC comes from the kernel) on them, or applies a static `ip=` from the kernel
-//!    command line, and waits (bounded by `ipa-init.net_timeout=`) for the boot NIC
+//! 3. brings `lo` and every wired NIC up and runs busybox `udhcpc` on them, and for DHCPv6
+//!    busybox `udhcpc6` when present, else dhcpcd in IPv6-only mode (SLAAC comes from the
+//!    kernel), or applies a static `ip=` from the kernel command line, and waits (bounded by
+//!    `ipa-init.net_timeout=`) for the boot NIC
 //!    (`BOOTIF=`) or any wired NIC to get a global address;
 //! 4. starts and supervises the agent (restart with 1 s → 30 s backoff), its output going to
 //!    the console and to `/run/ipa-agent.log`; optionally a debug shell (`ipa-init.shell=1`);

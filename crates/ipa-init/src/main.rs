@@ -278,10 +278,34 @@ fn dry_run(o: &Opts) -> ExitCode {
     }
     let a = net::assign(&cfg.net, &net::discover_wired_nics(&sysfs));
     println!("network plan: {}", plan_json(&cfg, Some(&a)));
+    println!("DHCP clients: {}", dhcp_clients());
     let mut agent = vec![cfg.agent.path.clone()];
     agent.extend(cfg.agent.args.iter().cloned());
     println!("would start: {} (IPA_INIT=1)", agent.join(" "));
     ExitCode::SUCCESS
+}
+
+/// The DHCP clients init would run here (the same choice as init's).
+fn dhcp_clients() -> String {
+    const DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+    let applets = net::busybox_applets();
+    let show = |t: &net::Tool| {
+        let mut s = t.program.display().to_string();
+        for a in &t.prefix_args {
+            s.push(' ');
+            s.push_str(a);
+        }
+        s
+    };
+    let v4 = net::find_tool("udhcpc", DIRS, &applets).map_or("none".into(), |t| show(&t));
+    let files = Path::new(net::DHCPCD_CONF).exists() && Path::new(net::DHCPCD_SCRIPT).exists();
+    let v6 = net::choose_dhcp6_client(
+        net::find_tool("udhcpc6", DIRS, &applets),
+        net::find_tool("dhcpcd", DIRS, &[]),
+        files,
+    )
+    .map_or("none (SLAAC only)".into(), |c| format!("{} ({})", show(c.tool()), c.name()));
+    format!("DHCPv4 {v4}; DHCPv6 {v6}")
 }
 
 fn main() -> ExitCode {

@@ -1,13 +1,16 @@
 //! Network interfaces: wired-NIC discovery (from a sysfs root, so tests use a fixture
 //! tree), the per-NIC plan derived from the kernel command line, address and route reading
-//! from procfs, and the DHCP client command lines.
+//! from procfs, the DHCP client command lines (busybox `udhcpc`; `udhcpc6` or dhcpcd for
+//! DHCPv6), the lease files of the hooks and the network wait.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use crate::cmdline::{IpParam, Mac, NetPlan, StaticIp};
+use crate::supervisor::{CommandSpec, Io};
 
 /// `ARPHRD_ETHER`.
 const ARPHRD_ETHER: u32 = 1;
@@ -234,7 +237,8 @@ pub fn is_global_v4(a: Ipv4Addr) -> bool {
     !(a.is_loopback() || a.is_link_local() || a.is_unspecified() || a.is_broadcast())
 }
 
-/// Global IPv4 addresses (getifaddrs) and usable global IPv6 addresses (`if_inet6`).
+/// Global IPv4 addresses (getifaddrs) and usable global IPv6 addresses (`if_inet6`) of the
+/// calling thread's network namespace.
 pub fn global_addresses() -> Vec<IfAddr> {
     let mut out = Vec::new();
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
@@ -255,7 +259,11 @@ pub fn global_addresses() -> Vec<IfAddr> {
             out.push(IfAddr { ifname: a.interface_name, addr: IpAddr::V4(ip), prefix });
         }
     }
-    if let Ok(text) = fs::read_to_string("/proc/net/if_inet6") {
+    // thread-self: the calling thread's network namespace (`/proc/net` is the main
+    // thread's), as for the netlink socket of getifaddrs.
+    if let Ok(text) = fs::read_to_string("/proc/thread-self/net/if_inet6")
+        .or_else(|_| fs::read_to_string("/proc/net/if_inet6"))
+    {
         out.extend(parse_if_inet6(&text));
     }
     out
@@ -360,6 +368,219 @@ pub fn udhcpc6_args(ifname: &str, script: &str) -> Vec<String> {
     .collect()
 }
 
+/// ipa-init's dhcpcd configuration (installed from `files/dhcpcd.conf`): DHCPv6 only.
+pub const DHCPCD_CONF: &str = "/usr/share/ipa-init/dhcpcd.conf";
+/// ipa-init's dhcpcd hook (installed from `files/dhcpcd.script`); it runs [`UDHCPC_SCRIPT`].
+pub const DHCPCD_SCRIPT: &str = "/usr/share/ipa-init/dhcpcd.script";
+/// dhcpcd's run directory (compiled in: pid files, control sockets).
+pub const DHCPCD_RUNDIR: &str = "/run/dhcpcd";
+/// dhcpcd's database directory (compiled in: leases, DUID); ipa-init makes it a symlink to
+/// [`DHCPCD_RUNDIR`].
+pub const DHCPCD_DBDIR: &str = "/var/lib/dhcpcd";
+/// The user dhcpcd 9 drops privileges to (Debian's build). Without it in `/etc/passwd`,
+/// dhcpcd logs "no such user dhcpcd" and runs as root without privilege separation; with it,
+/// its unprivileged processes chroot to the user's home, which must exist.
+pub const DHCPCD_USER: &str = "dhcpcd";
+
+/// The DHCPv6 client ipa-init runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dhcp6Client {
+    /// busybox `udhcpc6` with [`UDHCPC_SCRIPT`].
+    Udhcpc6(Tool),
+    /// dhcpcd with [`DHCPCD_CONF`] and [`DHCPCD_SCRIPT`].
+    Dhcpcd(Tool),
+}
+
+impl Dhcp6Client {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Dhcp6Client::Udhcpc6(_) => "udhcpc6",
+            Dhcp6Client::Dhcpcd(_) => "dhcpcd",
+        }
+    }
+
+    pub fn tool(&self) -> &Tool {
+        match self {
+            Dhcp6Client::Udhcpc6(t) | Dhcp6Client::Dhcpcd(t) => t,
+        }
+    }
+}
+
+/// The DHCPv6 client: busybox `udhcpc6` when there is one, else dhcpcd when it is installed
+/// together with ipa-init's `dhcpcd.conf` and `dhcpcd.script` (`dhcpcd_files`; without them
+/// dhcpcd would handle router advertisements itself and run Debian's hooks), else none
+/// (IPv6 by SLAAC only).
+pub fn choose_dhcp6_client(
+    udhcpc6: Option<Tool>,
+    dhcpcd: Option<Tool>,
+    dhcpcd_files: bool,
+) -> Option<Dhcp6Client> {
+    match (udhcpc6, dhcpcd) {
+        (Some(t), _) => Some(Dhcp6Client::Udhcpc6(t)),
+        (None, Some(t)) if dhcpcd_files => Some(Dhcp6Client::Dhcpcd(t)),
+        _ => None,
+    }
+}
+
+/// busybox's applets (`/bin/busybox --list`; none when there is no busybox).
+pub fn busybox_applets() -> Vec<String> {
+    Command::new("/bin/busybox")
+        .arg("--list")
+        .env_clear()
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(|l| l.trim().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// What ipa-init's hooks read from their environment: `IPA_DHCP_FAMILY` (4 or 6),
+/// `IPA_DHCP_METRIC` (default route metric), `IPA_DHCP_PRIMARY` (1 on the boot NIC: its DHCP
+/// hostname wins), `IPA_HOSTNAME_FIXED` (1 when the command line set the hostname).
+pub fn hook_env(c: &NicConfig, family: u8, hostname_fixed: bool) -> Vec<(String, String)> {
+    vec![
+        ("IPA_DHCP_FAMILY".into(), family.to_string()),
+        ("IPA_DHCP_METRIC".into(), c.metric.to_string()),
+        ("IPA_DHCP_PRIMARY".into(), if c.primary { "1" } else { "0" }.into()),
+        ("IPA_HOSTNAME_FIXED".into(), if hostname_fixed { "1" } else { "0" }.into()),
+    ]
+}
+
+/// The DUID-LL (RFC 8415 section 11.4: type 3, hardware type 1, the MAC) of a NIC in dhcpcd's
+/// `--duid=` notation. busybox udhcpc6 sends the same, so a DHCPv6 server (Neutron's dnsmasq)
+/// can tell the NIC by its MAC; dhcpcd's default (DUID-UUID from the DMI UUID, else DUID-LLT
+/// of the first NIC, shared by every NIC) would not say which NIC asks.
+pub fn duid_ll(mac: Mac) -> String {
+    format!("00:03:00:01:{mac}")
+}
+
+/// Arguments of dhcpcd as the DHCPv6 client of one NIC:
+/// `dhcpcd -f CONF -c SCRIPT -6 -B [--duid=00:03:00:01:<mac>] -e K=V... -e IPA_DHCP_CLIENT=dhcpcd IF`.
+///
+/// `-6` with one interface: a single-interface, IPv6-only instance (pid file
+/// `/run/dhcpcd/<if>-6.pid`, so one per NIC can run); `-B`: in the foreground, supervised by
+/// ipa-init; `-e`: dhcpcd gives its hook only its own variables, PATH and these. The rest
+/// (no router solicitation, IA_NA at once, no timeout) is in `CONF`.
+pub fn dhcpcd_args(
+    ifname: &str,
+    conf: &str,
+    script: &str,
+    mac: Option<Mac>,
+    hook_env: &[(String, String)],
+) -> Vec<String> {
+    let mut a: Vec<String> =
+        ["-f", conf, "-c", script, "-6", "-B"].iter().map(|s| s.to_string()).collect();
+    if let Some(m) = mac {
+        // An optional argument: it must be attached.
+        a.push(format!("--duid={}", duid_ll(m)));
+    }
+    for (k, v) in hook_env.iter().chain(&[("IPA_DHCP_CLIENT".to_string(), "dhcpcd".to_string())]) {
+        a.push("-e".into());
+        a.push(format!("{k}={v}"));
+    }
+    a.push(ifname.into());
+    a
+}
+
+/// The supervised DHCPv4 client of `c`'s NIC: busybox `udhcpc` with [`UDHCPC_SCRIPT`], output
+/// appended to `/run/ipa-init/dhcp4-<if>.log`.
+pub fn dhcp4_command(udhcpc: &Tool, c: &NicConfig, hostname_fixed: bool) -> CommandSpec {
+    let name = &c.nic.name;
+    let mut args = udhcpc.prefix_args.clone();
+    args.extend(udhcpc_args(name, UDHCPC_SCRIPT, None));
+    client_command(udhcpc, args, name, 4, hook_env(c, 4, hostname_fixed))
+}
+
+/// The supervised DHCPv6 client of `c`'s NIC: `udhcpc6` with [`UDHCPC_SCRIPT`] or dhcpcd with
+/// [`DHCPCD_CONF`] and [`DHCPCD_SCRIPT`], output appended to `/run/ipa-init/dhcp6-<if>.log`.
+pub fn dhcp6_command(client: &Dhcp6Client, c: &NicConfig, hostname_fixed: bool) -> CommandSpec {
+    let name = &c.nic.name;
+    let env = hook_env(c, 6, hostname_fixed);
+    let tool = client.tool();
+    let mut args = tool.prefix_args.clone();
+    match client {
+        Dhcp6Client::Udhcpc6(_) => args.extend(udhcpc6_args(name, UDHCPC_SCRIPT)),
+        Dhcp6Client::Dhcpcd(_) => {
+            args.extend(dhcpcd_args(name, DHCPCD_CONF, DHCPCD_SCRIPT, c.nic.mac, &env))
+        }
+    }
+    client_command(tool, args, name, 6, env)
+}
+
+fn client_command(
+    tool: &Tool,
+    args: Vec<String>,
+    ifname: &str,
+    family: u8,
+    hook_env: Vec<(String, String)>,
+) -> CommandSpec {
+    let log = PathBuf::from(format!("{RUN_DIR}/dhcp{family}-{ifname}.log"));
+    let mut env = vec![("PATH".to_string(), crate::init::PATH.to_string())];
+    env.extend(hook_env);
+    CommandSpec {
+        env,
+        stdout: Io::Append(log.clone()),
+        stderr: Io::Append(log),
+        ..CommandSpec::new(tool.program.clone(), args)
+    }
+}
+
+/// The home directory of `user` in `/etc/passwd` text.
+pub fn passwd_home(passwd: &str, user: &str) -> Option<String> {
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 7 && f[0] == user).then(|| f[5].to_string())
+    })
+}
+
+/// `path` (absolute) under `root`.
+fn under(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+/// Prepare dhcpcd's directories in the tree at `root` (`/` on the ramdisk): [`DHCPCD_RUNDIR`],
+/// [`DHCPCD_DBDIR`] as a symlink to it (unless it exists), so all of dhcpcd's state is under
+/// `/run`, and, when `/etc/passwd` has the [`DHCPCD_USER`], its home (the chroot of dhcpcd's
+/// unprivileged processes) if missing. Returns how dhcpcd will run, for the console.
+pub fn prepare_dhcpcd(root: &Path) -> String {
+    use std::os::unix::fs::{DirBuilderExt as _, symlink};
+    let mkdir = |p: &Path| fs::DirBuilder::new().recursive(true).mode(0o755).create(p);
+    let rundir = under(root, DHCPCD_RUNDIR);
+    let mut problems = Vec::new();
+    if let Err(e) = mkdir(&rundir) {
+        problems.push(format!("{DHCPCD_RUNDIR}: {e}"));
+    }
+    let dbdir = under(root, DHCPCD_DBDIR);
+    if fs::symlink_metadata(&dbdir).is_err() {
+        let made =
+            dbdir.parent().map_or(Ok(()), mkdir).and_then(|_| symlink(DHCPCD_RUNDIR, &dbdir));
+        if let Err(e) = made {
+            problems.push(format!("{DHCPCD_DBDIR} -> {DHCPCD_RUNDIR}: {e}"));
+        }
+    }
+    let passwd = fs::read_to_string(under(root, "/etc/passwd")).unwrap_or_default();
+    let mut what = match passwd_home(&passwd, DHCPCD_USER) {
+        Some(home) if home.starts_with('/') && home != "/" => {
+            let dir = under(root, &home);
+            match mkdir(&dir) {
+                Ok(()) => format!("privilege separation as {DHCPCD_USER}, chroot {home}"),
+                Err(e) => format!("{home}: {e}: dhcpcd refuses the chroot and runs as root"),
+            }
+        }
+        Some(home) => format!(
+            "user {DHCPCD_USER} has home {home:?}: dhcpcd runs as root without privilege separation"
+        ),
+        None => format!(
+            "no {DHCPCD_USER} user in /etc/passwd: dhcpcd runs as root without privilege separation"
+        ),
+    };
+    for p in problems {
+        what.push_str("; warning: ");
+        what.push_str(&p);
+    }
+    what
+}
+
 /// Render `/etc/resolv.conf` from fragments (`search ...` / `nameserver ...` lines) in
 /// order: searches merged, nameservers deduplicated — what the hook script does too.
 pub fn render_resolv(fragments: &[String]) -> String {
@@ -400,6 +621,193 @@ pub fn render_resolv(fragments: &[String]) -> String {
 /// Shell-quote a value for a `KEY='value'` env file.
 pub fn shell_quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', "'\\''"))
+}
+
+/// A lease file of ipa-init's hooks (`lease-<if>.env`, `lease6-<if>.env`): `KEY='value'`
+/// lines, values quoted as [`shell_quote`] does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lease {
+    pub pairs: Vec<(String, String)>,
+}
+
+impl Lease {
+    /// Parse `KEY=value` assignments, one a line, with the shell's quoting: `'...'` literal,
+    /// `"..."` with `\` before `"`, `\`, `$` or a backquote, and `\x` outside quotes. A quoted
+    /// value may span lines. Lines without `=` before any quote (comments, blanks) are skipped.
+    pub fn parse(text: &str) -> Lease {
+        let mut pairs = Vec::new();
+        let mut chars = text.chars().peekable();
+        while chars.peek().is_some() {
+            let mut key = String::new();
+            let mut is_assignment = false;
+            for c in chars.by_ref() {
+                match c {
+                    '=' => {
+                        is_assignment = true;
+                        break;
+                    }
+                    '\n' => break,
+                    c => key.push(c),
+                }
+            }
+            let key = key.trim();
+            let valid_key = !key.is_empty()
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !key.starts_with(|c: char| c.is_ascii_digit());
+            if !is_assignment || !valid_key {
+                if is_assignment {
+                    // Not a KEY=: skip the rest of the line.
+                    for c in chars.by_ref() {
+                        if c == '\n' {
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
+            let mut value = String::new();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\n' => break,
+                    '\'' => {
+                        for c in chars.by_ref() {
+                            if c == '\'' {
+                                break;
+                            }
+                            value.push(c);
+                        }
+                    }
+                    '"' => {
+                        while let Some(c) = chars.next() {
+                            match c {
+                                '"' => break,
+                                '\\' if matches!(chars.peek(), Some('"' | '\\' | '$' | '`')) => {
+                                    value.extend(chars.next())
+                                }
+                                c => value.push(c),
+                            }
+                        }
+                    }
+                    '\\' => match chars.next() {
+                        Some('\n') | None => {}
+                        Some(c) => value.push(c),
+                    },
+                    c => value.push(c),
+                }
+            }
+            pairs.push((key.to_string(), value));
+        }
+        Lease { pairs }
+    }
+
+    /// The last value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// `ADDRESS`, when it is an IP address.
+    pub fn address(&self) -> Option<IpAddr> {
+        self.get("ADDRESS").and_then(|a| a.parse().ok())
+    }
+}
+
+/// `<run_dir>/lease-<if>.env` (IPv4) or `lease6-<if>.env` (DHCPv6).
+pub fn lease_path(run_dir: &Path, ifname: &str, v6: bool) -> PathBuf {
+    run_dir.join(format!("lease{}-{ifname}.env", if v6 { "6" } else { "" }))
+}
+
+/// The lease file of `ifname`, if there is one.
+pub fn read_lease(run_dir: &Path, ifname: &str, v6: bool) -> Option<Lease> {
+    fs::read_to_string(lease_path(run_dir, ifname, v6)).ok().map(|t| Lease::parse(&t))
+}
+
+#[derive(Debug, Clone, Default)]
+struct WaitNic {
+    dhcp4: bool,
+    dhcp6: bool,
+    /// A counted address was seen: [IPv4, IPv6].
+    seen: [bool; 2],
+}
+
+/// The network wait: which configured NIC has a global address that counts, and whether
+/// the wait target ([`WaitFor`]) has one.
+#[derive(Debug, Clone)]
+pub struct NetWait {
+    wait: WaitFor,
+    run_dir: PathBuf,
+    nics: BTreeMap<String, WaitNic>,
+}
+
+impl NetWait {
+    /// A wait for `wait`; the hooks' lease files are in `run_dir` ([`RUN_DIR`]).
+    pub fn new(wait: WaitFor, run_dir: impl Into<PathBuf>) -> Self {
+        NetWait { wait, run_dir: run_dir.into(), nics: BTreeMap::new() }
+    }
+
+    pub fn wait_for(&self) -> &WaitFor {
+        &self.wait
+    }
+
+    /// A NIC ipa-init configured; `dhcp4`/`dhcp6`: a DHCPv4/DHCPv6 client runs on it.
+    pub fn add_nic(&mut self, ifname: &str, dhcp4: bool, dhcp6: bool) {
+        self.nics.entry(ifname.to_string()).or_insert(WaitNic { dhcp4, dhcp6, seen: [false; 2] });
+    }
+
+    /// Does this global address of a configured NIC count?
+    ///
+    /// * IPv4 where DHCPv4 runs: once the hook wrote `lease-<if>.env` (routes and resolv.conf
+    ///   are then in place too).
+    /// * A /128 IPv6 address where a DHCPv6 client runs (what DHCPv6 assigns; SLAAC addresses
+    ///   are /64): once `lease6-<if>.env` names it (the hook wrote resolv.conf; dhcpcd adds
+    ///   the address just before it runs the hook).
+    /// * Any other (static, SLAAC): at once.
+    pub fn counts(&self, a: &IfAddr) -> bool {
+        let Some(n) = self.nics.get(&a.ifname) else {
+            return false;
+        };
+        match a.addr {
+            IpAddr::V4(_) if n.dhcp4 => read_lease(&self.run_dir, &a.ifname, false).is_some(),
+            IpAddr::V6(_) if n.dhcp6 && a.prefix == 128 => {
+                read_lease(&self.run_dir, &a.ifname, true)
+                    .and_then(|l| l.address())
+                    .is_some_and(|l| l == a.addr)
+            }
+            _ => true,
+        }
+    }
+
+    /// Record the addresses that count; returns those that are the first of their NIC and
+    /// family (for the console).
+    pub fn observe<'a>(&mut self, addrs: &'a [IfAddr]) -> Vec<&'a IfAddr> {
+        let mut new = Vec::new();
+        for a in addrs {
+            if !self.counts(a) {
+                continue;
+            }
+            if let Some(n) = self.nics.get_mut(&a.ifname) {
+                let slot = &mut n.seen[usize::from(a.addr.is_ipv6())];
+                if !*slot {
+                    *slot = true;
+                    new.push(a);
+                }
+            }
+        }
+        new
+    }
+
+    /// Has `ifname` an address that counts (seen by [`NetWait::observe`])?
+    pub fn has_address(&self, ifname: &str) -> bool {
+        self.nics.get(ifname).is_some_and(|n| n.seen.iter().any(|s| *s))
+    }
+
+    /// Is the wait over: nothing to wait for, or the target has an address that counts?
+    pub fn ready(&self) -> bool {
+        match &self.wait {
+            WaitFor::Nothing => true,
+            WaitFor::Nic(n) => self.has_address(n),
+            WaitFor::Any => self.nics.keys().any(|n| self.has_address(n)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -671,5 +1079,234 @@ eth0\t0000000A\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n";
             "search example.com lab\nnameserver 10.0.0.53\nnameserver 2001:db8::53\n"
         );
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    }
+
+    fn nic_config(name: &str, mac: Option<&str>, metric: u32, primary: bool) -> NicConfig {
+        NicConfig {
+            nic: Nic {
+                name: s(name),
+                mac: mac.map(|m| m.parse().unwrap()),
+                ifindex: 2,
+                carrier: Some(true),
+            },
+            dhcp4: true,
+            dhcp6: true,
+            static_ip: None,
+            stage: Stage::First,
+            primary,
+            metric,
+        }
+    }
+
+    fn tool(p: &str, prefix: &[&str]) -> Tool {
+        Tool { program: PathBuf::from(p), prefix_args: prefix.iter().map(|a| s(a)).collect() }
+    }
+
+    #[test]
+    fn dhcp6_client_choice() {
+        let u6 = tool("/bin/busybox", &["udhcpc6"]);
+        let d = tool("/usr/sbin/dhcpcd", &[]);
+        assert_eq!(
+            choose_dhcp6_client(Some(u6.clone()), Some(d.clone()), true),
+            Some(Dhcp6Client::Udhcpc6(u6.clone())),
+            "udhcpc6 first"
+        );
+        assert_eq!(
+            choose_dhcp6_client(None, Some(d.clone()), true),
+            Some(Dhcp6Client::Dhcpcd(d.clone()))
+        );
+        assert_eq!(choose_dhcp6_client(None, Some(d.clone()), false), None, "no ipa-init conf");
+        assert_eq!(choose_dhcp6_client(None, None, true), None);
+        assert_eq!(Dhcp6Client::Dhcpcd(d.clone()).name(), "dhcpcd");
+        assert_eq!(Dhcp6Client::Udhcpc6(u6).tool().prefix_args, vec![s("udhcpc6")]);
+    }
+
+    #[test]
+    fn dhcpcd_command_line() {
+        let mac: Mac = "52:54:00:AB:cd:0e".parse().unwrap();
+        assert_eq!(duid_ll(mac), "00:03:00:01:52:54:00:ab:cd:0e");
+        let env = vec![(s("IPA_DHCP_FAMILY"), s("6")), (s("IPA_DHCP_METRIC"), s("110"))];
+        assert_eq!(
+            dhcpcd_args("eth0", DHCPCD_CONF, DHCPCD_SCRIPT, Some(mac), &env),
+            [
+                "-f",
+                "/usr/share/ipa-init/dhcpcd.conf",
+                "-c",
+                "/usr/share/ipa-init/dhcpcd.script",
+                "-6",
+                "-B",
+                "--duid=00:03:00:01:52:54:00:ab:cd:0e",
+                "-e",
+                "IPA_DHCP_FAMILY=6",
+                "-e",
+                "IPA_DHCP_METRIC=110",
+                "-e",
+                "IPA_DHCP_CLIENT=dhcpcd",
+                "eth0",
+            ]
+        );
+        // No MAC: dhcpcd's own DUID; the interface is always the single, last argument.
+        let a = dhcpcd_args("eth1", "c", "s", None, &[]);
+        assert_eq!(a, ["-f", "c", "-c", "s", "-6", "-B", "-e", "IPA_DHCP_CLIENT=dhcpcd", "eth1"]);
+
+        let c = nic_config("eth0", Some("52:54:00:ab:cd:0e"), 100, true);
+        let spec = dhcp6_command(&Dhcp6Client::Dhcpcd(tool("/usr/sbin/dhcpcd", &[])), &c, true);
+        assert_eq!(spec.program, PathBuf::from("/usr/sbin/dhcpcd"));
+        assert_eq!(spec.args.last().unwrap(), "eth0");
+        for e in ["IPA_DHCP_FAMILY=6", "IPA_DHCP_METRIC=100", "IPA_DHCP_PRIMARY=1"] {
+            assert!(spec.args.iter().any(|a| a == e), "{e} in {:?}", spec.args);
+        }
+        assert!(spec.args.contains(&s("IPA_HOSTNAME_FIXED=1")));
+        assert_eq!(spec.env[0], (s("PATH"), s("/usr/sbin:/usr/bin:/sbin:/bin")));
+        let log6 = Path::new("/run/ipa-init/dhcp6-eth0.log");
+        assert!(matches!(&spec.stdout, Io::Append(p) if p == log6), "{:?}", spec.stdout);
+        assert!(matches!(&spec.stderr, Io::Append(p) if p == log6), "{:?}", spec.stderr);
+
+        let spec =
+            dhcp6_command(&Dhcp6Client::Udhcpc6(tool("/bin/busybox", &["udhcpc6"])), &c, false);
+        assert_eq!(&spec.args[..3], ["udhcpc6", "-i", "eth0"]);
+        assert!(spec.env.contains(&(s("IPA_DHCP_FAMILY"), s("6"))));
+        assert!(spec.env.contains(&(s("IPA_HOSTNAME_FIXED"), s("0"))));
+        let spec = dhcp4_command(&tool("/bin/busybox", &["udhcpc"]), &c, false);
+        assert_eq!(&spec.args[..3], ["udhcpc", "-i", "eth0"]);
+        assert!(spec.env.contains(&(s("IPA_DHCP_FAMILY"), s("4"))));
+        let log4 = Path::new("/run/ipa-init/dhcp4-eth0.log");
+        assert!(matches!(&spec.stdout, Io::Append(p) if p == log4), "{:?}", spec.stdout);
+        let e = hook_env(&nic_config("eth1", None, 120, false), 4, false);
+        assert_eq!(
+            e,
+            vec![
+                (s("IPA_DHCP_FAMILY"), s("4")),
+                (s("IPA_DHCP_METRIC"), s("120")),
+                (s("IPA_DHCP_PRIMARY"), s("0")),
+                (s("IPA_HOSTNAME_FIXED"), s("0")),
+            ]
+        );
+    }
+
+    #[test]
+    fn dhcpcd_directories_and_user() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\n\
+                      dhcpcd:x:101:65534:DHCP Client Daemon,,,:/run/dhcpcd/chroot:/usr/sbin/nologin\n\
+                      broken:x:1\n";
+        assert_eq!(passwd_home(passwd, "dhcpcd").as_deref(), Some("/run/dhcpcd/chroot"));
+        assert_eq!(passwd_home(passwd, "root").as_deref(), Some("/root"));
+        assert_eq!(passwd_home(passwd, "broken"), None);
+        assert_eq!(passwd_home(passwd, "dhcp"), None);
+
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        let what = prepare_dhcpcd(root);
+        assert!(what.starts_with("no dhcpcd user"), "{what}");
+        assert!(root.join("run/dhcpcd").is_dir());
+        assert_eq!(fs::read_link(root.join("var/lib/dhcpcd")).unwrap(), Path::new("/run/dhcpcd"));
+
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("etc/passwd"), passwd).unwrap();
+        let what = prepare_dhcpcd(root);
+        assert_eq!(what, "privilege separation as dhcpcd, chroot /run/dhcpcd/chroot");
+        assert!(root.join("run/dhcpcd/chroot").is_dir());
+
+        // An existing /var/lib/dhcpcd (a directory) is kept.
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("var/lib/dhcpcd")).unwrap();
+        fs::create_dir_all(t.path().join("etc")).unwrap();
+        fs::write(t.path().join("etc/passwd"), "dhcpcd:x:101:65534::/:/bin/false\n").unwrap();
+        let what = prepare_dhcpcd(t.path());
+        assert!(what.contains("without privilege separation"), "{what}");
+        assert!(t.path().join("var/lib/dhcpcd").is_dir());
+        assert!(!t.path().join("var/lib/dhcpcd").is_symlink());
+    }
+
+    #[test]
+    fn lease_files_parse_like_the_shell() {
+        // What udhcpc.script writes (kv/q), with the quoting of shell_quote.
+        let text = format!(
+            "INTERFACE='eth0'\nFAMILY='6'\nADDRESS='fd42:1::1a7'\nDNS='fd42:1::53 fd42:1::54'\n\
+             SEARCH={}\nEMPTY=''\nMULTI='a\nb'\n",
+            shell_quote("it's lab.example")
+        );
+        let l = Lease::parse(&text);
+        assert_eq!(l.get("INTERFACE"), Some("eth0"));
+        assert_eq!(l.address(), Some("fd42:1::1a7".parse().unwrap()));
+        assert_eq!(l.get("DNS"), Some("fd42:1::53 fd42:1::54"));
+        assert_eq!(l.get("SEARCH"), Some("it's lab.example"));
+        assert_eq!(l.get("EMPTY"), Some(""));
+        assert_eq!(l.get("MULTI"), Some("a\nb"));
+        assert_eq!(l.get("NOPE"), None);
+        assert_eq!(l.pairs.len(), 7);
+        // Other shell forms; comments, blank lines and junk are skipped; the last value wins.
+        let l = Lease::parse(
+            "# comment = not a key\n\nA=plain\nB=\"dq \\\"x\\\" $y\"\nC=a\\ b\n1X=no\nbad line\nA='again'",
+        );
+        assert_eq!(
+            l.pairs,
+            vec![
+                (s("A"), s("plain")),
+                (s("B"), s("dq \"x\" $y")),
+                (s("C"), s("a b")),
+                (s("A"), s("again")),
+            ]
+        );
+        assert_eq!(l.get("A"), Some("again"));
+        assert_eq!(Lease::parse("ADDRESS='not an address'").address(), None);
+        assert_eq!(
+            lease_path(Path::new("/run/ipa-init"), "eth0", true),
+            Path::new("/run/ipa-init/lease6-eth0.env")
+        );
+        assert_eq!(
+            lease_path(Path::new("/run/ipa-init"), "eth0", false),
+            Path::new("/run/ipa-init/lease-eth0.env")
+        );
+    }
+
+    fn addr(ifname: &str, a: &str, prefix: u8) -> IfAddr {
+        IfAddr { ifname: s(ifname), addr: a.parse().unwrap(), prefix }
+    }
+
+    #[test]
+    fn network_wait_counts_dhcp_addresses_once_their_lease_is_written() {
+        let run = tempfile::tempdir().unwrap();
+        let mut w = NetWait::new(WaitFor::Nic(s("eth0")), run.path());
+        assert!(!w.ready(), "the target is not even configured");
+        w.add_nic("eth0", true, true);
+        w.add_nic("eth1", false, false);
+        let dhcp6 = addr("eth0", "fd42:1::1a7", 128);
+        let v4 = addr("eth0", "10.0.0.5", 24);
+        let other = [addr("eth1", "10.1.0.5", 24), addr("eth9", "10.9.0.5", 24)];
+        // The addresses are there, the hooks have not run yet.
+        assert!(w.observe(&[dhcp6.clone(), v4.clone()]).is_empty());
+        assert!(!w.ready());
+        // Addresses of other NICs count for them (eth1: no DHCP), not for the target;
+        // unknown NICs do not count.
+        assert_eq!(w.observe(&other), vec![&other[0]]);
+        assert!(w.has_address("eth1") && !w.has_address("eth9"));
+        assert!(!w.ready());
+        // A lease6 file naming another address does not make this one count.
+        fs::write(run.path().join("lease6-eth0.env"), "ADDRESS='fd42:1::1ff'\n").unwrap();
+        assert!(!w.counts(&dhcp6));
+        fs::write(run.path().join("lease6-eth0.env"), "FAMILY='6'\nADDRESS='fd42:1::1a7'\n")
+            .unwrap();
+        assert_eq!(w.observe(&[dhcp6.clone(), v4.clone()]), vec![&dhcp6]);
+        assert!(w.ready());
+        // Reported once per family.
+        assert!(w.observe(std::slice::from_ref(&dhcp6)).is_empty());
+        fs::write(run.path().join("lease-eth0.env"), "ADDRESS='10.0.0.5'\n").unwrap();
+        assert_eq!(w.observe(&[dhcp6.clone(), v4.clone()]), vec![&v4]);
+
+        // SLAAC (/64) counts at once, also where DHCPv6 runs; so does DHCPv6 where ipa-init
+        // runs no DHCPv6 client (e.g. someone else's).
+        let mut w = NetWait::new(WaitFor::Any, run.path().join("empty"));
+        w.add_nic("eth0", true, true);
+        w.add_nic("eth1", false, false);
+        assert!(!w.ready());
+        assert!(w.counts(&addr("eth0", "2001:db8::5054:ff:fe12:3456", 64)));
+        assert!(!w.counts(&addr("eth0", "2001:db8::1a7", 128)));
+        assert!(!w.counts(&addr("eth0", "10.0.0.5", 24)));
+        assert!(w.counts(&addr("eth1", "2001:db8::1a7", 128)));
+        w.observe(&[addr("eth1", "2001:db8::1a7", 128)]);
+        assert!(w.ready());
+        assert!(NetWait::new(WaitFor::Nothing, run.path()).ready());
+        assert_eq!(w.wait_for(), &WaitFor::Any);
     }
 }

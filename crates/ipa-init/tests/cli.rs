@@ -265,12 +265,14 @@ fn manifest_lists_existing_files_and_the_hook_script_parses() {
         assert!(e[1].starts_with('/'), "{e:?}");
         assert!(u32::from_str_radix(e[2], 8).is_ok(), "{e:?}");
     }
-    let script =
-        entries.iter().find(|e| e[1] == ipa_init::net::UDHCPC_SCRIPT).expect("hook script");
-    assert_eq!(script[2], "0755");
     assert!(entries.iter().any(|e| e[1] == "/etc/ipa-init/modules"));
-    if Path::new("/bin/sh").exists() {
-        let st = Command::new("/bin/sh").arg("-n").arg(files.join(script[0])).status().unwrap();
-        assert!(st.success(), "sh -n udhcpc.script");
+    assert!(entries.iter().any(|e| e[1] == ipa_init::net::DHCPCD_CONF && e[2] == "0644"));
+    for hook in [ipa_init::net::UDHCPC_SCRIPT, ipa_init::net::DHCPCD_SCRIPT] {
+        let script = entries.iter().find(|e| e[1] == hook).expect("hook script");
+        assert_eq!(script[2], "0755");
+        if Path::new("/bin/sh").exists() {
+            let st = Command::new("/bin/sh").arg("-n").arg(files.join(script[0])).status().unwrap();
+            assert!(st.success(), "sh -n {}", script[0]);
+        }
     }
 }
