@@ -13,6 +13,7 @@ APT_PKGS=(
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients python3-libvirt
   python3-venv iproute2                      # sushy-tools venv; namespaces, bridges
   kmod cpio zstd binutils gdisk dosfstools mtools genisoimage  # ramdisk and test-image builders
+  busybox-static dhcpcd-base                 # ipa-init tests: DHCPv4/DHCPv6 clients in a chroot
 )
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
