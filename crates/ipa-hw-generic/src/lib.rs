@@ -115,8 +115,11 @@ pub struct GenericOptions {
     pub real_mode: bool,
     /// How disks are opened (`RunMode::device_path`); `None`: never write (erase refuses).
     pub disk_mode: Option<RunMode>,
-    /// Use `nvme`, `hdparm`, `wipefs`, `sgdisk` (real mode; tests script them with FakeRunner).
+    /// Use NVMe admin commands, `hdparm`, `wipefs`, `sgdisk` (real mode; tests script them
+    /// with FakeRunner and [`erase::nvme::FakeNvme`]).
     pub erase_tools: bool,
+    /// NVMe admin commands (native ioctls by default).
+    pub nvme: Arc<dyn erase::nvme::NvmeAdmin>,
     /// Native overwrite knobs.
     pub overwrite: erase::native::OverwriteOptions,
     /// Random regions read back after an erase.
@@ -134,6 +137,7 @@ impl Default for GenericOptions {
             real_mode: false,
             disk_mode: None,
             erase_tools: false,
+            nvme: Arc::new(erase::nvme::IoctlNvme),
             overwrite: Default::default(),
             verify_samples: erase::VERIFY_SAMPLES,
         }
@@ -192,6 +196,7 @@ impl GenericHardwareManager {
             real_mode: !services.mode.is_sandbox(),
             disk_mode: Some(services.mode.clone()),
             erase_tools: !services.mode.is_sandbox(),
+            nvme: Arc::new(erase::nvme::IoctlNvme),
             overwrite: Default::default(),
             verify_samples: erase::VERIFY_SAMPLES,
         };

@@ -62,6 +62,7 @@ impl GenericHardwareManager {
             mode,
             machine: self.opts.machine.clone(),
             tools: self.opts.erase_tools,
+            nvme: self.opts.nvme.clone(),
             policy: ErasePolicy::from_node(node),
             overwrite: self.opts.overwrite.clone(),
             samples: self.opts.verify_samples,

@@ -14,6 +14,7 @@ use ipa_core::os::{
 };
 use ipa_core::{AgentError, RunMode};
 use ipa_hw_generic::erase::native::OverwriteOptions;
+use ipa_hw_generic::erase::nvme::{ControllerId, FakeMedia, FakeNvme};
 use ipa_hw_generic::{
     EraseError, EraseOutcome, ErasePolicy, Eraser, GenericHardwareManager, GenericOptions, Machine,
 };
@@ -54,8 +55,25 @@ fn all_zero(p: &Path) -> bool {
 }
 
 fn eraser(sandbox: &Path, runner: Arc<dyn CommandRunner>, tools: bool, node: Value) -> Eraser {
+    eraser_with(
+        sandbox,
+        runner,
+        tools,
+        node,
+        FakeNvme::new(ControllerId::default(), FakeMedia::Unchanged),
+    )
+}
+
+fn eraser_with(
+    sandbox: &Path,
+    runner: Arc<dyn CommandRunner>,
+    tools: bool,
+    node: Value,
+    nvme: FakeNvme,
+) -> Eraser {
     Eraser {
         runner,
+        nvme: Arc::new(nvme),
         mode: RunMode::Sandbox { dir: sandbox.to_path_buf() },
         machine: Machine::at(sandbox.join("no-such-root")),
         tools,
@@ -290,40 +308,54 @@ async fn unsupported_ata_security_falls_through_to_overwrite() {
 
 #[tokio::test]
 async fn nvme_format_uses_crypto_erase_when_supported() {
-    for (id_ctrl, ses) in [(r#"{"oacs":23,"fna":4}"#, "2"), (r#"{"oacs":6,"fna":0}"#, "1")] {
+    // (oacs, fna) → secure erase setting; 0x10a/0 is QEMU 7.2's emulated controller.
+    for (oacs, fna, ses) in [(23, 4, 2), (6, 0, 1), (0x10a, 0, 1)] {
         let sb = tempfile::tempdir().unwrap();
         let p = disk(sb.path(), "nvme0n1", 4 * MIB, 0);
         std::fs::write(&p, (0..4 * MIB).map(|i| (i % 253) as u8).collect::<Vec<u8>>()).unwrap();
         let fake = FakeRunner::new();
-        fake.on_ok("nvme", &["id-ctrl"], id_ctrl);
-        let runner =
-            MediaRunner { fake: fake.clone(), trigger: "format", file: p.clone(), byte: 0 };
-        let e = eraser(sb.path(), Arc::new(runner), true, json!({}));
-        erase(&e, "/dev/nvme0n1").await.unwrap();
+        let nvme = FakeNvme::new(ControllerId { oacs, fna, sanicap: 0 }, FakeMedia::Fill(0));
+        let e = eraser_with(sb.path(), Arc::new(fake.clone()), true, json!({}), nvme.clone());
+        match erase(&e, "/dev/nvme0n1").await.unwrap() {
+            EraseOutcome::Erased { method, .. } => {
+                assert!(method.starts_with(&format!("nvme format ses={ses} ")), "{method}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(all_zero(&p));
+        let dev = p.display();
         assert_eq!(
-            fake.command_lines(),
-            [
-                "nvme id-ctrl /dev/nvme0n1 -o json".to_string(),
-                format!("nvme format /dev/nvme0n1 -s {ses} -f")
-            ]
+            nvme.calls(),
+            [format!("identify-controller {dev}"), format!("format {dev} ses={ses}")]
         );
+        assert!(fake.command_lines().is_empty(), "no external tool: {:?}", fake.command_lines());
     }
 }
 
 #[tokio::test]
-async fn nvme_without_format_support_or_with_a_noop_format_fails() {
+async fn nvme_without_format_support_or_with_a_noop_or_failing_format_fails() {
     let sb = tempfile::tempdir().unwrap();
     let p = disk(sb.path(), "nvme0n1", 4 * MIB, 0);
-    std::fs::write(&p, (0..4 * MIB).map(|i| (i % 253) as u8).collect::<Vec<u8>>()).unwrap();
+    let pattern: Vec<u8> = (0..4 * MIB).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&p, &pattern).unwrap();
     let fake = FakeRunner::new();
-    fake.on_ok("nvme", &["id-ctrl"], r#"{"oacs":0}"#);
-    let e = eraser(sb.path(), Arc::new(fake.clone()), true, json!({}));
+    let no_format = FakeNvme::new(ControllerId { oacs: 0, fna: 0, sanicap: 0 }, FakeMedia::Fill(0));
+    let e = eraser_with(sb.path(), Arc::new(fake.clone()), true, json!({}), no_format.clone());
     let err = erase(&e, "/dev/nvme0n1").await.unwrap_err();
     assert!(err.to_string().contains("does not support Format NVM"), "{err}");
+    assert_eq!(no_format.calls().len(), 1, "identify only: {:?}", no_format.calls());
     // Format "succeeds" but nothing changed on the media.
-    fake.on_ok("nvme", &["id-ctrl"], r#"{"oacs":2,"fna":4}"#);
+    let lying = FakeNvme::new(ControllerId { oacs: 2, fna: 4, sanicap: 0 }, FakeMedia::Unchanged);
+    let e = eraser_with(sb.path(), Arc::new(fake.clone()), true, json!({}), lying);
     let err = erase(&e, "/dev/nvme0n1").await.unwrap_err();
     assert!(err.to_string().contains("unchanged"), "{err}");
+    // The controller rejects the format: its status is in the error, the media is untouched.
+    let failing =
+        FakeNvme::new(ControllerId { oacs: 2, fna: 0, sanicap: 0 }, FakeMedia::Fail(0x4002));
+    let e = eraser_with(sb.path(), Arc::new(fake.clone()), true, json!({}), failing);
+    let err = erase(&e, "/dev/nvme0n1").await.unwrap_err();
+    assert!(err.to_string().contains("controller status 0x4002"), "{err}");
+    assert_eq!(std::fs::read(&p).unwrap(), pattern);
     // NVMe secure erase disabled: overwrite instead.
     let node = json!({"driver_internal_info": {"agent_enable_nvme_secure_erase": false}});
     let e = eraser(sb.path(), Arc::new(fake), true, node);

@@ -1,7 +1,7 @@
 //! Disk erasure (spec `ipa-agent.md` §6.11), honest about what it did.
 //!
-//! Method choice per device, as IPA: NVMe `nvme format -s 2|1` (crypto erase when the
-//! controller supports it), else ATA security erase via `hdparm` (not frozen, unlocked,
+//! Method choice per device, as IPA: NVMe Format NVM with secure erase setting 2|1 (crypto
+//! erase when the controller supports it; native admin ioctls, [`nvme`]), else ATA security erase via `hdparm` (not frozen, unlocked,
 //! password set, `--security-erase[-enhanced]`, unlocked afterwards), else a native overwrite
 //! instead of `shred`: `agent_erase_devices_iterations` pseudo-random passes and, when
 //! `agent_erase_devices_zeroize`, a final zero pass, written with large aligned `O_DIRECT`
@@ -19,6 +19,7 @@
 //! works on the backing file and a device without one is refused.
 
 pub mod native;
+pub mod nvme;
 pub mod tools;
 
 use std::path::{Path, PathBuf};
@@ -35,7 +36,8 @@ use serde_json::Value;
 
 use crate::machine::{EraseFacts, Machine};
 use native::{Expect, OverwriteOptions, Pattern, Target};
-use tools::{AtaSecurity, NvmeCaps};
+use nvme::NvmeAdmin;
+use tools::AtaSecurity;
 
 /// Random regions read back after an erase (besides head and tail).
 pub const VERIFY_SAMPLES: usize = 32;
@@ -168,8 +170,10 @@ pub struct Eraser {
     pub mode: RunMode,
     /// Machine view (facts: read-only, RAID, vmedia, filesystems).
     pub machine: Machine,
-    /// Use `nvme`/`hdparm`/`wipefs`/`sgdisk` (real mode).
+    /// Use NVMe admin commands and `hdparm`/`wipefs`/`sgdisk` (real mode).
     pub tools: bool,
+    /// NVMe admin commands ([`nvme::IoctlNvme`] in real mode).
+    pub nvme: Arc<dyn NvmeAdmin>,
     /// Node policy.
     pub policy: ErasePolicy,
     /// Overwrite knobs (and the test hook).
@@ -323,19 +327,26 @@ impl Eraser {
         .await
     }
 
-    /// NVMe format. `Ok(None)` never (format unsupported is an error, as IPA).
+    /// NVMe Format NVM (secure erase setting from Identify Controller), verified by reading
+    /// back. An unsupported format is an error, as IPA.
     async fn nvme_erase(&self, dev: &str, path: &Path) -> Result<String, EraseError> {
-        let (out, _) = self.run(dev, "nvme", &["id-ctrl", dev, "-o", "json"]).await?;
-        let caps = NvmeCaps::parse(&out)
-            .ok_or_else(|| erase_err(dev, "cannot parse nvme id-ctrl output"))?;
-        if !caps.format {
+        let (admin, p, d) = (self.nvme.clone(), path.to_path_buf(), dev.to_string());
+        let id = self
+            .blocking(dev, move || {
+                admin.identify_controller(&p).map_err(|e| erase_err(&d, e.to_string()))
+            })
+            .await?;
+        if !id.format() {
             return Err(erase_err(dev, "the controller does not support Format NVM"));
         }
         let before = self.fingerprint(dev, path).await?;
-        let ses = caps.ses().to_string();
-        self.run(dev, "nvme", &["format", dev, "-s", &ses, "-f"]).await?;
+        let ses = id.ses();
+        tracing::info!(device = dev, ses, oacs = id.oacs, fna = id.fna, "NVMe format");
+        let (admin, p, d) = (self.nvme.clone(), path.to_path_buf(), dev.to_string());
+        self.blocking(dev, move || admin.format(&p, ses).map_err(|e| erase_err(&d, e.to_string())))
+            .await?;
         let verified = self.verify(dev, path, Expect::ChangedFrom(before)).await?;
-        Ok(format!("nvme format -s {ses} (verified {verified} bytes changed)"))
+        Ok(format!("nvme format ses={ses} (verified {verified} bytes changed)"))
     }
 
     async fn ata_lines(&self, dev: &str) -> Result<AtaSecurity, EraseError> {

@@ -1,7 +1,4 @@
-//! Parsers for `hdparm -I` (ATA security state) and `nvme id-ctrl -o json` (format and
-//! crypto-erase capabilities).
-
-use serde_json::Value;
+//! Parser for `hdparm -I` (ATA security state).
 
 /// The ATA security section of `hdparm -I`, as whitespace-normalised exact lines
 /// (`"not frozen"`, `"supported: enhanced erase"`, ...).
@@ -50,30 +47,6 @@ impl AtaSecurity {
     }
 }
 
-/// NVMe controller capabilities relevant to erasure.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NvmeCaps {
-    /// `oacs & 0x2`: Format NVM is supported.
-    pub format: bool,
-    /// `fna & 0x4`: cryptographic erase is supported.
-    pub crypto: bool,
-}
-
-impl NvmeCaps {
-    /// Parse `nvme id-ctrl -o json`. `None` if the output is not JSON with `oacs`.
-    pub fn parse(output: &str) -> Option<Self> {
-        let v: Value = serde_json::from_str(output).ok()?;
-        let num = |k: &str| v.get(k).and_then(Value::as_u64);
-        let oacs = num("oacs")?;
-        let fna = num("fna").unwrap_or(0);
-        Some(Self { format: oacs & 0x2 != 0, crypto: fna & 0x4 != 0 })
-    }
-    /// Secure erase setting for `nvme format -s`: 2 (crypto) or 1 (user data).
-    pub fn ses(&self) -> u8 {
-        if self.crypto { 2 } else { 1 }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,17 +66,5 @@ mod tests {
         // Lines after the section (the WWN line) are not part of it.
         assert!(!AtaSecurity::parse("Security: \nfoo\n\tsupported\n").supported());
         assert_eq!(AtaSecurity::parse("no security section"), AtaSecurity::default());
-    }
-
-    #[test]
-    fn parses_nvme_caps() {
-        let c = NvmeCaps::parse(r#"{"vid":5197,"oacs":23,"fna":4}"#).unwrap();
-        assert!(c.format && c.crypto);
-        assert_eq!(c.ses(), 2);
-        let c = NvmeCaps::parse(r#"{"oacs":6,"fna":0}"#).unwrap();
-        assert!(c.format && !c.crypto);
-        assert_eq!(c.ses(), 1);
-        assert!(!NvmeCaps::parse(r#"{"oacs":0}"#).unwrap().format);
-        assert!(NvmeCaps::parse("garbage").is_none());
     }
 }
