@@ -496,3 +496,31 @@ async fn skip_list_keeps_a_disk_out_of_erasure() {
     assert!(all_zero(&a) && all_zero(&nv));
     assert_eq!(read_at(&b, 0, 1), [0x99]);
 }
+
+#[tokio::test]
+async fn metadata_erase_runs_sgdisk_when_installed_and_partprobe_otherwise() {
+    let sb = tempfile::tempdir().unwrap();
+    let size = 4 * MIB;
+    for (sgdisk, expected) in [
+        (true, ["wipefs --force --all /dev/sda", "sgdisk -Z /dev/sda"]),
+        (false, ["wipefs --force --all /dev/sda", "partprobe /dev/sda"]),
+    ] {
+        let f = disk(sb.path(), "sda", size, 0xEE);
+        let fake = FakeRunner::new();
+        if !sgdisk {
+            fake.missing("sgdisk");
+        }
+        // A failing partprobe (busy partitions) is not an error of the step.
+        fake.on(
+            "partprobe",
+            &[],
+            [FakeResponse::Output(ExecOutput::failed(1, "Device or resource busy"))],
+        );
+        let e = eraser(sb.path(), Arc::new(fake.clone()), true, json!({}));
+        e.erase_metadata(&dev("/dev/sda")).await.unwrap();
+        assert_eq!(fake.command_lines(), expected, "sgdisk installed: {sgdisk}");
+        assert!(read_at(&f, 0, 33 * 512).iter().all(|b| *b == 0), "primary GPT zeroed");
+        assert!(read_at(&f, size - 33 * 512, 33 * 512).iter().all(|b| *b == 0), "backup GPT");
+        assert_eq!(read_at(&f, 2 * MIB, 4), vec![0xEE; 4]);
+    }
+}

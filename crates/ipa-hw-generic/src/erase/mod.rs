@@ -531,7 +531,8 @@ impl Eraser {
     }
 
     /// IPA's `destroy_disk_metadata` for one device (disk or partition): `wipefs` (real mode),
-    /// native zeroing of the metadata regions, `sgdisk -Z` (real mode).
+    /// native zeroing of the metadata regions, `sgdisk -Z` when installed, else `partprobe`
+    /// (real mode).
     pub async fn erase_metadata(&self, dev: &BlockDevice) -> Result<(), EraseError> {
         let name = dev.name.as_str();
         let path = self.backing(name)?;
@@ -551,7 +552,15 @@ impl Eraser {
             .await?;
         tracing::info!(device = name, ?regions, "metadata zeroed");
         if self.tools {
-            self.run(name, "sgdisk", &["-Z", name]).await?;
+            // Both GPTs and the protective MBR are already zero; sgdisk (optional in the
+            // ramdisk) is IPA's belt and braces. Either way the kernel must drop the old
+            // partitions: sgdisk re-reads the table itself, partprobe otherwise (busy
+            // partitions keep their old view, as with sgdisk; that is not an error).
+            if self.runner.exists("sgdisk").await {
+                self.run(name, "sgdisk", &["-Z", name]).await?;
+            } else if let Err(e) = self.run(name, "partprobe", &[name]).await {
+                tracing::info!(device = name, error = %e, "partition table not re-read");
+            }
         }
         Ok(())
     }
