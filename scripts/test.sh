@@ -28,7 +28,7 @@ cargo test --workspace --all-features --locked --no-fail-fast "${extra[@]}"
 # 2. The registered-plugin check for the other feature sets of the agent binary.
 cargo test -p ipa-agent --locked --test registered_plugins
 cargo test -p ipa-agent --locked --no-default-features --test registered_plugins
-for f in transport-amqp transport-zmq hw-generic hw-mellanox hw-intel-cna hw-container; do
+for f in transport-amqp transport-zmq hw-sim hw-generic hw-mellanox hw-intel-cna hw-container; do
   if grep -q "^$f = \[\"dep:" crates/ipa-agent/Cargo.toml; then
     cargo test -p ipa-agent --locked --no-default-features --features "$f" --test registered_plugins
   fi

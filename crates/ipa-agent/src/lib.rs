@@ -17,12 +17,13 @@
 //! | `transport-amqp` | AMQP 0-9-1 transport (`ipa-transport-amqp`) | no |
 //! | `transport-zmq` | ZeroMQ transport with CURVE (`ipa-transport-zmq`) | no |
 //! | `hw-generic` | generic hardware manager: real inventory, hints (`ipa-hw-generic`) | no |
+//! | `hw-sim` | simulated machine of sandbox mode (`ipa-hw-sim`; never applies in real mode) | yes |
 //! | `hw-mellanox` | NVIDIA/Mellanox NIC manager (`ipa-hw-mellanox`) | no |
 //! | `hw-intel-cna` | Intel CNA (i40e) LLDP manager (`ipa-hw-intel-cna`) | no |
 //! | `hw-container` | container steps manager (`ipa-hw-container`) | no |
 //!
-//! The image pipeline (`ipa-image`) and the simulated hardware manager (`ipa-hw-sim`, the safe
-//! default off a ramdisk) are always linked. Every plugin crate is named once in `plugins.rs`;
+//! The image pipeline (`ipa-image`) is always linked; the simulated hardware manager
+//! (`hw-sim`, the safe default off a ramdisk) is a default feature the ramdisk's agent omits. Every plugin crate is named once in `plugins.rs`;
 //! `tests/registered_plugins.rs` checks the registry per feature set.
 //!
 //! ## Runtime shape

@@ -5,9 +5,8 @@
 //! names one plugin crate; `tests/registered_plugins.rs` asserts the registered set for the
 //! features of the build. Add one line per new plugin crate.
 
-// Always linked: the simulated hardware manager (the safe default), the image pipeline and the
-// Ironic lifecycle (also called from `run`; registers the `rescue` extension).
-use ipa_hw_sim as _;
+// Always linked: the image pipeline and the Ironic lifecycle (also called from `run`; registers
+// the `rescue` extension).
 use ipa_image as _;
 use ipa_ironic as _;
 
@@ -28,3 +27,5 @@ use ipa_hw_generic as _;
 use ipa_hw_intel_cna as _;
 #[cfg(feature = "hw-mellanox")]
 use ipa_hw_mellanox as _;
+#[cfg(feature = "hw-sim")]
+use ipa_hw_sim as _;
