@@ -20,7 +20,7 @@ use nix::unistd::Pid;
 
 use crate::cmdline::{BootConfig, Cmdline, IpParam, StaticIp};
 use crate::modules::{
-    Coldplug, FinitModuleLoader, ModuleIndex, Report, parse_module_list, scan_modaliases,
+    Coldplug, FinitModuleLoader, ModuleIndex, Report, parse_module_list_split, scan_modaliases,
 };
 use crate::net::{self, Assignment, Dhcp6Client, NetWait, NicConfig, Stage, Tool, WaitFor};
 use crate::power::PowerAction;
@@ -39,6 +39,8 @@ const MAX_COLDPLUG_PASSES: usize = 5;
 const SETTLE: Duration = Duration::from_millis(200);
 const SYSFS_DEPTH: usize = 24;
 const BOOTIF_GRACE: Duration = Duration::from_secs(5);
+/// How long network start waits for the first NIC with carrier.
+const CARRIER_WAIT: Duration = Duration::from_secs(3);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 fn signals() -> SigSet {
@@ -261,13 +263,15 @@ fn load_modules(release: &str, cfg: &BootConfig) -> Option<Coldplug<FinitModuleL
     say!("coldplug pass 1: {} devices, {} modules", aliases.len(), r.loaded.len());
     print_report("coldplug", &r);
 
-    let mut names = sys::read(MODULE_LIST).map(|t| parse_module_list(&t)).unwrap_or_default();
+    let (mut names, background) =
+        sys::read(MODULE_LIST).map(|t| parse_module_list_split(&t)).unwrap_or_default();
     names.extend(cfg.modules.extra.iter().cloned());
     if !names.is_empty() {
         let r = c.load_names(&names);
         say!("module list: {} names, {} modules", names.len(), r.loaded.len());
         print_report("module list", &r);
     }
+    load_in_background(&dir, cfg, background);
     let mut last_loaded = true;
     while pass < MAX_COLDPLUG_PASSES && last_loaded {
         pass += 1;
@@ -281,6 +285,37 @@ fn load_modules(release: &str, cfg: &BootConfig) -> Option<Coldplug<FinitModuleL
     say!("loaded {} modules in {} ms", c.loaded.len(), t0.elapsed().as_millis());
     print_wrapped("modules: ", &c.loaded);
     Some(c)
+}
+
+/// The module list's `background` names, loaded by a thread of their own while the network
+/// comes up and the agent starts: under QEMU TCG the file systems and md personalities alone
+/// take ~2 s, and nothing before the first lookup needs them. Whoever needs one earlier gets
+/// it from the kernel (request_module → /sbin/modprobe), which also serializes a module
+/// loaded from both sides (the second finit_module waits, then sees EEXIST).
+fn load_in_background(dir: &Path, cfg: &BootConfig, names: Vec<String>) {
+    if names.is_empty() {
+        return;
+    }
+    let (dir, plan) = (dir.to_path_buf(), cfg.modules.clone());
+    let spawned = std::thread::Builder::new().name("modules".into()).spawn(move || {
+        let t0 = Instant::now();
+        let index = match ModuleIndex::load(&dir) {
+            Ok(i) => i,
+            Err(e) => return say!("warning: background modules: {e}"),
+        };
+        let mut c = Coldplug::new(index, FinitModuleLoader::default(), plan);
+        let r = c.load_names(&names);
+        say!(
+            "background module list: {} names, {} modules in {} ms",
+            names.len(),
+            r.loaded.len(),
+            t0.elapsed().as_millis()
+        );
+        print_report("background module list", &r);
+    });
+    if let Err(e) = spawned {
+        say!("warning: no thread for the background module list ({e}); kernel autoloading only");
+    }
 }
 
 /// The agent's output: a pipe whose read end init copies to the console and the log file.
@@ -472,14 +507,21 @@ impl Init {
         for n in &nics {
             self.prepare_link(&n.name);
         }
-        if needs_carrier(&self.cfg) && nics.len() > 1 {
-            let until = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < until {
+        // Also before any DHCP client starts: a DISCOVER sent before the link has carrier is
+        // lost and costs a whole retry interval (virtio-net under TCG reports carrier ~0.6 s
+        // after "up", real NICs after autonegotiation). Bounded; any one NIC is enough.
+        if !nics.is_empty() {
+            let t0 = Instant::now();
+            while t0.elapsed() < CARRIER_WAIT {
                 nics = net::discover_wired_nics(sysfs);
                 if nics.iter().any(|n| n.carrier == Some(true)) {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(250));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            match nics.iter().find(|n| n.carrier == Some(true)) {
+                Some(n) => say!("carrier on {} after {} ms", n.name, t0.elapsed().as_millis()),
+                None => say!("no carrier on any NIC after {} s", CARRIER_WAIT.as_secs()),
             }
         }
         self.assignment = net::assign(&self.cfg.net, &nics);
@@ -970,10 +1012,6 @@ impl Init {
 
 /// A static `ip=` without an interface and without a boot NIC picks the first NIC with
 /// carrier.
-fn needs_carrier(cfg: &BootConfig) -> bool {
-    cfg.net.bootif.is_none() && matches!(cfg.net.global(), Some(IpParam::Static(_)))
-}
-
 /// `pid (comm)` of every user-space process but init (kernel threads have no cmdline).
 fn user_processes() -> Vec<String> {
     let mut out = Vec::new();

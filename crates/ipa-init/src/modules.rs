@@ -591,12 +591,28 @@ impl<L: ModuleLoader> Coldplug<L> {
 
 /// Parse a module list file (`/etc/ipa-init/modules`): one name per line, `#` comments.
 pub fn parse_module_list(text: &str) -> Vec<String> {
-    text.lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|l| !l.is_empty())
-        .flat_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect()
+    let (fg, bg) = parse_module_list_split(text);
+    fg.into_iter().chain(bg).collect()
+}
+
+/// [`parse_module_list`] split by the optional second word of a line: names flagged
+/// `background` (file systems, md personalities, loop) are loaded by a thread while the
+/// network comes up; the agent does not wait for them, because the kernel requests each of
+/// them itself (`fs-ext4`, `md-raid1`, `char-major-10-237`, ... through `/sbin/modprobe`)
+/// the moment something needs it. Every other name is loaded before the network starts.
+pub fn parse_module_list_split(text: &str) -> (Vec<String>, Vec<String>) {
+    let mut fg = Vec::new();
+    let mut bg = Vec::new();
+    for l in text.lines() {
+        let mut words = l.split('#').next().unwrap_or("").split_whitespace();
+        let Some(name) = words.next() else { continue };
+        if words.any(|w| w == "background") {
+            bg.push(name.to_string());
+        } else {
+            fg.push(name.to_string());
+        }
+    }
+    (fg, bg)
 }
 
 #[cfg(test)]
@@ -757,6 +773,12 @@ alias acpi*:PNP0A03:* some_acpi_driver
         // The fixed list: built-ins skipped, aliases resolved, unknown names reported,
         // modules already live are not inserted again.
         c.loader.live.insert("fat".into());
+        let (fg, bg) =
+            parse_module_list_split("sd_mod\nxfs background # big\n\nloop  background\nsr_mod\n");
+        assert_eq!(
+            (fg, bg),
+            (vec!["sd_mod".to_string(), "sr_mod".into()], vec!["xfs".into(), "loop".into()])
+        );
         let list = parse_module_list("# fixed\nsd_mod\nvfat  # FAT\n\nfs-ext4\nnosuch\nnvme\n");
         assert_eq!(list, vec!["sd_mod", "vfat", "fs-ext4", "nosuch", "nvme"]);
         let r = c.load_names(&list);
