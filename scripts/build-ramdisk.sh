@@ -29,10 +29,9 @@ Options:
   --level N           compression level (default: zstd 19, gzip 9)
   --cache DIR         download/unpack cache (default <out>/cache)
   --kernel PKG        kernel package (default: what linux-image-amd64 depends on)
-  --small-agent       build the agent (and ipa-init) with opt-level=s, fat LTO, one codegen unit
-                      (cargo profile overrides through CARGO_PROFILE_RELEASE_*; panic stays
-                      unwind) in their own target dir (default target/ramdisk-cargo):
-                      about 1 MB less compressed, one slow full build
+  --small-agent       on top of cargo profile `ramdisk-agent` (opt-level s, hot-path crates at 3,
+                      thin LTO), fat LTO and one codegen unit (CARGO_PROFILE_RAMDISK_AGENT_*;
+                      panic stays unwind): a little smaller, one slow full build (~30 min here)
   --init FILE         use FILE as /init instead of building crate ipa-init (debugging)
   --with LIST         add optional tools/modules (flag `optional` in the lists), e.g. ipmitool
   --without LIST      leave out tools (by installed name, e.g. dropbear,smartctl) or modules;
@@ -242,19 +241,22 @@ AGENT_SRC=""
 INIT_SRC=""
 build_binaries() {
     local tdir
+    # Cargo profile `ramdisk-agent` (Cargo.toml): opt-level s, the image-write hot path at 3;
+    # its output directory is target/ramdisk-agent/, apart from target/release.
+    local profile=ramdisk-agent
     if [[ $SMALL == 1 ]]; then
-        export CARGO_PROFILE_RELEASE_OPT_LEVEL=s CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
-        # Own target dir: the workspace's target/release stays what `cargo build --release` makes.
+        export CARGO_PROFILE_RAMDISK_AGENT_LTO=fat CARGO_PROFILE_RAMDISK_AGENT_CODEGEN_UNITS=1
+        # Own target dir: the fat-LTO objects do not replace the normal ramdisk-agent build.
         export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target/ramdisk-cargo}
     fi
-    tdir=$(realpath -m "${CARGO_TARGET_DIR:-$ROOT/target}")
-    local args=(build --release --locked -p "$PACKAGE" --bin "$BIN" --no-default-features)
+    tdir=$(realpath -m "${CARGO_TARGET_DIR:-$ROOT/target}")/$profile
+    local args=(build --profile "$profile" --locked -p "$PACKAGE" --bin "$BIN" --no-default-features)
     [[ -n $FEATURES ]] && args+=(--features "$FEATURES")
     log "cargo ${args[*]}"
     cargo "${args[@]}" >&2
     mkdir -p "$WORK/bin"
     # Copy at once: another build in the same target dir may replace the uplifted binary.
-    cp "$tdir/release/$BIN" "$WORK/bin/agent"
+    cp "$tdir/$BIN" "$WORK/bin/agent"
     AGENT_SRC=$WORK/bin/agent
     if [[ -n $INIT_FILE ]]; then
         INIT_SRC=$INIT_FILE
@@ -262,9 +264,9 @@ build_binaries() {
     else
         [[ -f $ROOT/crates/ipa-init/Cargo.toml ]] ||
             die "crate crates/ipa-init is missing (or pass --init FILE)"
-        log "cargo build --release --locked -p ipa-init --bin ipa-init"
-        cargo build --release --locked -p ipa-init --bin ipa-init >&2
-        cp "$tdir/release/ipa-init" "$WORK/bin/init"
+        log "cargo build --profile $profile --locked -p ipa-init --bin ipa-init"
+        cargo build --profile "$profile" --locked -p ipa-init --bin ipa-init >&2
+        cp "$tdir/ipa-init" "$WORK/bin/init"
         INIT_SRC=$WORK/bin/init
     fi
 }
@@ -538,7 +540,7 @@ check_init_module_list() {
     local list=$STAGE/etc/ipa-init/modules m
     INIT_LIST_MISSING=() INIT_LIST_UNNAMED=()
     local names
-    names=$(sed 's/#.*//' "$list" | tr -s ' \t' '\n\n' | sed '/^$/d' | tr - _)
+    names=$(init_list_names | tr - _)
     for m in $names; do
         modprobe -d "$STAGE" -S "$KVER" --show-depends "$m" >/dev/null 2>&1 || INIT_LIST_MISSING+=("$m")
     done
@@ -746,7 +748,7 @@ write_manifest() {
         printf '  "source_date_epoch": %s,\n' "$SOURCE_DATE_EPOCH"
         printf '  "agent": {"package": %s, "bin": %s, "features": %s, "profile": "%s", "size": %s, "sha256": "%s"},\n' \
             "$(json_str "$PACKAGE")" "$(json_str "$BIN")" "$(json_arr ${FEATURES//,/ })" \
-            "$([[ $SMALL == 1 ]] && echo release+opt-level=s,lto=fat,codegen-units=1 || echo release)" "$agent_size" \
+            "$([[ $SMALL == 1 ]] && echo ramdisk-agent+lto=fat,codegen-units=1 || echo ramdisk-agent)" "$agent_size" \
             "$(sha256sum "$STAGE/usr/bin/ipa-agent" | cut -d' ' -f1)"
         printf '  "init": {"source": %s, "size": %s, "sha256": "%s"},\n' \
             "$(json_str "$([[ -n $INIT_FILE ]] && echo "file:$INIT_FILE" || echo cargo:ipa-init)")" "$init_size" \
@@ -864,7 +866,7 @@ pkg_uses() { # number of ramdisk files taken from package $1
     for k in "${!FILE_PKG[@]}"; do [[ ${FILE_PKG[$k]} == "$1" ]] && n=$((n + 1)); done
     echo "$n"
 }
-init_list_names() { sed 's/#.*//' "$STAGE/etc/ipa-init/modules" | tr -s ' \t' '\n\n' | sed '/^$/d'; }
+init_list_names() { sed 's/#.*//' "$STAGE/etc/ipa-init/modules" | awk 'NF { print $1 }'; }
 file_source() { [[ ${FILE_PKG[$1]:-} == ipa-init ]] && echo "ipa-init MANIFEST" || echo "ramdisk/modules.txt"; }
 human() { awk -v b="$1" 'BEGIN{ if (b >= 1048576) printf "%.2f MiB", b/1048576; else printf "%.1f KiB", b/1024 }'; }
 
