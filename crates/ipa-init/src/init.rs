@@ -514,14 +514,14 @@ impl Init {
             let t0 = Instant::now();
             while t0.elapsed() < CARRIER_WAIT {
                 nics = net::discover_wired_nics(sysfs);
-                if nics.iter().any(|n| n.carrier == Some(true)) {
+                if nics.iter().any(|n| net::link_ready(sysfs, &n.name)) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            match nics.iter().find(|n| n.carrier == Some(true)) {
-                Some(n) => say!("carrier on {} after {} ms", n.name, t0.elapsed().as_millis()),
-                None => say!("no carrier on any NIC after {} s", CARRIER_WAIT.as_secs()),
+            match nics.iter().find(|n| net::link_ready(sysfs, &n.name)) {
+                Some(n) => say!("link {} ready after {} ms", n.name, t0.elapsed().as_millis()),
+                None => say!("no NIC with a ready link after {} s", CARRIER_WAIT.as_secs()),
             }
         }
         self.assignment = net::assign(&self.cfg.net, &nics);
