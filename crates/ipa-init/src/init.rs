@@ -128,11 +128,12 @@ fn boot(set: &SigSet) -> Result<Never, crate::Error> {
         .map_err(|e| crate::Error::sys("signalfd", e))?;
 
     // 2. Kernel modules.
-    let coldplug = load_modules(&release, &cfg);
+    let (coldplug, background) = load_modules(&release, &cfg);
     mount_late();
 
     // 3. Network (continues in the event loop).
     let mut init = Init::new(cfg, sfd, coldplug);
+    init.background = background;
     init.start_network();
 
     // 4.-6. Agent, reaping, power: the event loop.
@@ -244,13 +245,16 @@ fn print_wrapped(prefix: &str, items: &[String]) {
     }
 }
 
-fn load_modules(release: &str, cfg: &BootConfig) -> Option<Coldplug<FinitModuleLoader>> {
+fn load_modules(
+    release: &str,
+    cfg: &BootConfig,
+) -> (Option<Coldplug<FinitModuleLoader>>, Option<BackgroundModules>) {
     let dir = PathBuf::from("/lib/modules").join(release);
     let index = match ModuleIndex::load(&dir) {
         Ok(i) => i,
         Err(e) => {
             say!("warning: {e}; no modules loaded");
-            return None;
+            return (None, None);
         }
     };
     let t0 = Instant::now();
@@ -271,7 +275,6 @@ fn load_modules(release: &str, cfg: &BootConfig) -> Option<Coldplug<FinitModuleL
         say!("module list: {} names, {} modules", names.len(), r.loaded.len());
         print_report("module list", &r);
     }
-    load_in_background(&dir, cfg, background);
     let mut last_loaded = true;
     while pass < MAX_COLDPLUG_PASSES && last_loaded {
         pass += 1;
@@ -284,37 +287,47 @@ fn load_modules(release: &str, cfg: &BootConfig) -> Option<Coldplug<FinitModuleL
     }
     say!("loaded {} modules in {} ms", c.loaded.len(), t0.elapsed().as_millis());
     print_wrapped("modules: ", &c.loaded);
-    Some(c)
+    let background = (!background.is_empty()).then(|| BackgroundModules {
+        dir,
+        plan: cfg.modules.clone(),
+        names: background,
+    });
+    (Some(c), background)
 }
 
-/// The module list's `background` names, loaded by a thread of their own while the network
-/// comes up and the agent starts: under QEMU TCG the file systems and md personalities alone
-/// take ~2 s, and nothing before the first lookup needs them. Whoever needs one earlier gets
-/// it from the kernel (request_module → /sbin/modprobe), which also serializes a module
-/// loaded from both sides (the second finit_module waits, then sees EEXIST).
-fn load_in_background(dir: &Path, cfg: &BootConfig, names: Vec<String>) {
-    if names.is_empty() {
-        return;
-    }
-    let (dir, plan) = (dir.to_path_buf(), cfg.modules.clone());
-    let spawned = std::thread::Builder::new().name("modules".into()).spawn(move || {
-        let t0 = Instant::now();
-        let index = match ModuleIndex::load(&dir) {
-            Ok(i) => i,
-            Err(e) => return say!("warning: background modules: {e}"),
-        };
-        let mut c = Coldplug::new(index, FinitModuleLoader::default(), plan);
-        let r = c.load_names(&names);
-        say!(
-            "background module list: {} names, {} modules in {} ms",
-            names.len(),
-            r.loaded.len(),
-            t0.elapsed().as_millis()
-        );
-        print_report("background module list", &r);
-    });
-    if let Err(e) = spawned {
-        say!("warning: no thread for the background module list ({e}); kernel autoloading only");
+/// The module list's `background` names, loaded by a thread of their own once the agent has
+/// been started: under QEMU TCG the file systems and md personalities alone take 2-3 s of the
+/// only vCPU (xfs relocations, the raid6/xor benchmarks), which starved the DHCP client when
+/// they ran beside it, and nothing before the first lookup needs them. Whoever needs one
+/// earlier gets it from the kernel (request_module → /sbin/modprobe), which also serializes a
+/// module loaded from both sides (the second finit_module waits, then sees EEXIST).
+struct BackgroundModules {
+    dir: PathBuf,
+    plan: crate::cmdline::ModulePlan,
+    names: Vec<String>,
+}
+
+impl BackgroundModules {
+    fn spawn(self) {
+        let spawned = std::thread::Builder::new().name("modules".into()).spawn(move || {
+            let t0 = Instant::now();
+            let index = match ModuleIndex::load(&self.dir) {
+                Ok(i) => i,
+                Err(e) => return say!("warning: background modules: {e}"),
+            };
+            let mut c = Coldplug::new(index, FinitModuleLoader::default(), self.plan);
+            let r = c.load_names(&self.names);
+            say!(
+                "background module list: {} names, {} modules in {} ms",
+                self.names.len(),
+                r.loaded.len(),
+                t0.elapsed().as_millis()
+            );
+            print_report("background module list", &r);
+        });
+        if let Err(e) = spawned {
+            say!("warning: no thread for the background module list ({e}); kernel autoload only");
+        }
     }
 }
 
@@ -408,6 +421,8 @@ struct Init {
     spawner: RealSpawner,
     log: Option<AgentLog>,
     coldplug: Option<Coldplug<FinitModuleLoader>>,
+    /// Started right after the agent.
+    background: Option<BackgroundModules>,
     tools: Tools,
     phase: Phase,
     net_started: Instant,
@@ -431,6 +446,7 @@ impl Init {
             spawner: RealSpawner,
             log: None,
             coldplug,
+            background: None,
             tools: Tools { ip: None, udhcpc: None, dhcp6: None, dhcpcd_without_files: false },
             net_started: now,
             assignment: Assignment {
@@ -809,6 +825,9 @@ impl Init {
         };
         say!("starting {} (log {AGENT_LOG})", spec.display());
         self.sup.add("agent", spec, RestartPolicy::AGENT, Instant::now());
+        if let Some(b) = self.background.take() {
+            b.spawn();
+        }
         if self.cfg.shell {
             let tty = sys::console_tty();
             let term = if tty.starts_with("/dev/tty") && !tty.starts_with("/dev/ttyS") {

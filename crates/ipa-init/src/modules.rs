@@ -596,8 +596,8 @@ pub fn parse_module_list(text: &str) -> Vec<String> {
 }
 
 /// [`parse_module_list`] split by the optional second word of a line: names flagged
-/// `background` (file systems, md personalities, loop) are loaded by a thread while the
-/// network comes up; the agent does not wait for them, because the kernel requests each of
+/// `background` (file systems, md personalities, loop) are loaded by a thread started after
+/// the agent; nothing waits for them, because the kernel requests each of
 /// them itself (`fs-ext4`, `md-raid1`, `char-major-10-237`, ... through `/sbin/modprobe`)
 /// the moment something needs it. Every other name is loaded before the network starts.
 pub fn parse_module_list_split(text: &str) -> (Vec<String>, Vec<String>) {
