@@ -350,11 +350,11 @@ pub fn find_tool(applet: &str, path_dirs: &[&str], busybox_applets: &[String]) -
     })
 }
 
-/// Arguments of the DHCPv4 client: `udhcpc -i X -f -t 20 -T 2 -A 3 -s SCRIPT -O ...`
+/// Arguments of the DHCPv4 client: `udhcpc -i X -f -t 40 -T 1 -A 3 -s SCRIPT -O ...`
 /// (foreground, retries forever; supervised by ipa-init).
 pub fn udhcpc_args(ifname: &str, script: &str, hostname: Option<&str>) -> Vec<String> {
     let mut a: Vec<String> = [
-        "-i", ifname, "-f", "-t", "20", "-T", "2", "-A", "3", "-s", script, "-O", "search", "-O",
+        "-i", ifname, "-f", "-t", "40", "-T", "1", "-A", "3", "-s", script, "-O", "search", "-O",
         "mtu",
     ]
     .iter()
