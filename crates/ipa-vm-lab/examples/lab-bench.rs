@@ -414,15 +414,7 @@ fn run_flows(lab: &mut Lab, vm: &VmSpec, a: &Args, raw: &Path, sum: &str) -> Res
     )?;
     let name = if a.clean { "automated cleaning" } else { "provide (no cleaning)" };
     report_flow(name, name, &f, &mut first);
-    lab.ironic.patch_node(
-        &uuid,
-        json!([
-            {"op": "add", "path": "/instance_info/image_source", "value": url},
-            {"op": "add", "path": "/instance_info/image_os_hash_algo", "value": "sha256"},
-            {"op": "add", "path": "/instance_info/image_os_hash_value", "value": sum},
-            {"op": "add", "path": "/instance_info/image_disk_format", "value": "raw"},
-        ]),
-    )?;
+    lab.ironic.patch_node(&uuid, Lab::image_patch(&url, sum, "raw"))?;
     let mark = lab.console(vm).len();
     let f =
         flow(lab, vm, &uuid, json!({"target": "active"}), &["active"], Duration::from_secs(2400))?;

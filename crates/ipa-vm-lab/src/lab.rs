@@ -234,6 +234,16 @@ impl Lab {
         format!("http://{}:{}/lab/{name}", self.ns.host_ip, self.http_port)
     }
 
+    /// The node PATCH that points `instance_info` at a whole-disk image (sha256 checksum).
+    pub fn image_patch(url: &str, sha256: &str, disk_format: &str) -> serde_json::Value {
+        serde_json::json!([
+            {"op": "add", "path": "/instance_info/image_source", "value": url},
+            {"op": "add", "path": "/instance_info/image_os_hash_algo", "value": "sha256"},
+            {"op": "add", "path": "/instance_info/image_os_hash_value", "value": sha256},
+            {"op": "add", "path": "/instance_info/image_disk_format", "value": disk_format},
+        ])
+    }
+
     /// Copy a file into the served image directory.
     pub fn serve(&self, src: &Path, name: &str) -> Result<String, LabError> {
         std::fs::copy(src, self.ironic.dir.path().join("http/lab").join(name)).map_err(io)?;

@@ -192,17 +192,7 @@ fn clean_deploy_boot_rescue_and_bad_checksum_on_a_uefi_vm() {
 
     // Deploy the raw whole-disk image with a config drive.
     let t = Instant::now();
-    lab.ironic
-        .patch_node(
-            &uuid,
-            json!([
-                {"op": "add", "path": "/instance_info/image_source", "value": raw_url},
-                {"op": "add", "path": "/instance_info/image_os_hash_algo", "value": "sha256"},
-                {"op": "add", "path": "/instance_info/image_os_hash_value", "value": raw_sum},
-                {"op": "add", "path": "/instance_info/image_disk_format", "value": "raw"},
-            ]),
-        )
-        .unwrap();
+    lab.ironic.patch_node(&uuid, Lab::image_patch(&raw_url, &raw_sum, "raw")).unwrap();
     let console_mark = lab.console(&vm).len();
     lab.ironic
         .provision(
@@ -263,13 +253,8 @@ fn clean_deploy_boot_rescue_and_bad_checksum_on_a_uefi_vm() {
     lab.ironic
         .patch_node(
             &uuid,
-            json!([
-                // Undeploying cleared instance_info.
-                {"op": "add", "path": "/instance_info/image_source", "value": qcow2_url},
-                {"op": "add", "path": "/instance_info/image_os_hash_algo", "value": "sha256"},
-                {"op": "add", "path": "/instance_info/image_os_hash_value", "value": "0".repeat(64)},
-                {"op": "add", "path": "/instance_info/image_disk_format", "value": "qcow2"},
-            ]),
+            // Undeploying cleared instance_info.
+            Lab::image_patch(&qcow2_url, &"0".repeat(64), "qcow2"),
         )
         .unwrap();
     lab.ironic.provision(&uuid, json!({"target": "active"})).unwrap();
