@@ -288,7 +288,7 @@ fn load_modules(
     say!("loaded {} modules in {} ms", c.loaded.len(), t0.elapsed().as_millis());
     print_wrapped("modules: ", &c.loaded);
     let background = (!background.is_empty()).then(|| BackgroundModules {
-        dir,
+        index: c.index.clone(),
         plan: cfg.modules.clone(),
         names: background,
     });
@@ -302,7 +302,7 @@ fn load_modules(
 /// earlier gets it from the kernel (request_module → /sbin/modprobe), which also serializes a
 /// module loaded from both sides (the second finit_module waits, then sees EEXIST).
 struct BackgroundModules {
-    dir: PathBuf,
+    index: ModuleIndex,
     plan: crate::cmdline::ModulePlan,
     names: Vec<String>,
 }
@@ -311,11 +311,7 @@ impl BackgroundModules {
     fn spawn(self) {
         let spawned = std::thread::Builder::new().name("modules".into()).spawn(move || {
             let t0 = Instant::now();
-            let index = match ModuleIndex::load(&self.dir) {
-                Ok(i) => i,
-                Err(e) => return say!("warning: background modules: {e}"),
-            };
-            let mut c = Coldplug::new(index, FinitModuleLoader::default(), self.plan);
+            let mut c = Coldplug::new(self.index, FinitModuleLoader::default(), self.plan);
             let r = c.load_names(&self.names);
             say!(
                 "background module list: {} names, {} modules in {} ms",
