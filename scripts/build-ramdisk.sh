@@ -27,6 +27,10 @@ Options:
   --out DIR           output directory (default target/ramdisk)
   --compress ALGO     zstd (default) or gzip
   --level N           compression level (default: zstd 19, gzip 9)
+  --module-compress ALGO  xz (default) or none: each kernel module is stored as .ko.xz and
+                      ipa-init decompresses it when it loads it; the unpacked rootfs is then
+                      ~23 MiB smaller, which is what lets a 192 MiB machine unpack it (the
+                      kernel's rootfs tmpfs is capped at half the RAM it sees at that point)
   --cache DIR         download/unpack cache (default <out>/cache)
   --kernel PKG        kernel package (default: what linux-image-amd64 depends on)
   --small-agent       on top of cargo profile `ramdisk-agent` (opt-level s, hot-path crates at 3,
@@ -60,6 +64,7 @@ FIRMWARE=0
 OUT=target/ramdisk
 COMPRESS=zstd
 LEVEL=""
+MODULE_COMPRESS=xz
 CACHE=""
 KERNEL_PKG=""
 INIT_FILE=""
@@ -80,6 +85,7 @@ while [[ $# -gt 0 ]]; do
         --out) OUT=$2; shift 2 ;;
         --compress) COMPRESS=$2; shift 2 ;;
         --level) LEVEL=$2; shift 2 ;;
+        --module-compress) MODULE_COMPRESS=$2; shift 2 ;;
         --cache) CACHE=$2; shift 2 ;;
         --kernel) KERNEL_PKG=$2; shift 2 ;;
         --init) INIT_FILE=$(realpath "$2"); shift 2 ;;
@@ -119,8 +125,8 @@ warn() { printf 'build-ramdisk: warning: %s\n' "$*" >&2; }
 die() { printf 'build-ramdisk: error: %s\n' "$*" >&2; exit 1; }
 
 for tool in apt-get apt-cache dpkg-deb depmod modprobe modinfo readelf strip cpio sha256sum \
-    cargo git find sort awk realpath "$COMPRESS"; do
-    command -v "$tool" >/dev/null || die "host tool '$tool' is missing (Debian: kmod, binutils, cpio, zstd, dpkg, apt)"
+    cargo git find sort awk realpath "$COMPRESS" xz; do
+    command -v "$tool" >/dev/null || die "host tool '$tool' is missing (Debian: kmod, binutils, cpio, zstd, xz-utils, dpkg, apt)"
 done
 
 if [[ -z ${SOURCE_DATE_EPOCH:-} ]]; then
@@ -403,6 +409,25 @@ stage_firmware() {
     done < <(find "$STAGE/lib/modules" -name '*.ko' | sort)
 }
 
+# Each module as .ko.xz (CRC32 check, 1 MiB dictionary: what the kernel's own xz loader would
+# accept too), then depmod again so modules.dep names the .ko.xz files. xz per file is smaller
+# than the modules inside the zstd-19 archive (measured 5.47 vs 5.71 MB) and the files stay
+# compressed in RAM: ipa-init decompresses one when it inserts it (liblzma, in process).
+compress_modules() {
+    case $MODULE_COMPRESS in
+        none) return 0 ;;
+        xz) ;;
+        *) die "--module-compress: xz or none, not '$MODULE_COMPRESS'" ;;
+    esac
+    local ko
+    while IFS= read -r ko; do
+        xz -q -T1 --check=crc32 --lzma2=preset=9e,dict=1MiB "$ko" ||
+            die "xz failed on $ko"
+    done < <(find "$STAGE/lib/modules" -name '*.ko' | sort)
+    depmod -b "$STAGE" "$KVER"
+    rm -f "$STAGE/lib/modules/$KVER/modules.symbols" "$STAGE/lib/modules/$KVER/modules.symbols.bin"
+}
+
 selected_tools() {
     local pkg src dst why opt
     while read -r pkg src dst why; do
@@ -623,6 +648,7 @@ assemble() { # $1 = staging dir
     install_file "$INIT_SRC" /init 0755 "cargo:ipa-init"
     stage_modules
     stage_firmware
+    compress_modules
     stage_tools
     stage_ca_certs
     stage_init_files
@@ -767,8 +793,8 @@ write_manifest() {
         printf ']},\n'
         printf '  "firmware": {"enabled": %s, "files": %s, "missing": %s},\n' \
             "$([[ $FIRMWARE == 1 ]] && echo true || echo false)" "$(json_arr "${FW_FILES[@]}")" "$(json_arr "${FW_MISSING[@]}")"
-        printf '  "modules": {"included": %s,\n    "skipped": %s,\n    "init_list": {"from": "%s", "names": %s, "load_flagged_not_listed": %s, "listed_not_included": %s}},\n' \
-            "$(json_arr "${MODS_INCLUDED[@]}")" "$(json_arr "${MODS_SKIPPED[@]}")" \
+        printf '  "modules": {"compression": "%s", "included": %s,\n    "skipped": %s,\n    "init_list": {"from": "%s", "names": %s, "load_flagged_not_listed": %s, "listed_not_included": %s}},\n' \
+            "$MODULE_COMPRESS" "$(json_arr "${MODS_INCLUDED[@]}")" "$(json_arr "${MODS_SKIPPED[@]}")" \
             "$(file_source /etc/ipa-init/modules)" "$(json_arr $(init_list_names))" \
             "$(json_arr "${INIT_LIST_UNNAMED[@]}")" "$(json_arr "${INIT_LIST_MISSING[@]}")"
         printf '  "packages": [\n'
@@ -834,7 +860,7 @@ write_manifest() {
         done
         echo "  + $BB_APPLETS busybox applet links"
         echo
-        echo "modules included (${#MODS_INCLUDED[@]}; $(find "$STAGE/lib/modules" -name '*.ko' | wc -l) .ko files with dependencies): ${MODS_INCLUDED[*]}"
+        echo "modules included (${#MODS_INCLUDED[@]}; $(find "$STAGE/lib/modules" -name '*.ko*' | wc -l) module files with dependencies, compression $MODULE_COMPRESS): ${MODS_INCLUDED[*]}"
         echo "modules skipped: ${MODS_SKIPPED[*]:-none}"
         echo "/etc/ipa-init/modules ($(file_source /etc/ipa-init/modules)): $(init_list_names | tr '\n' ' ')"
         [[ ${#INIT_LIST_UNNAMED[@]} -eq 0 ]] || echo "flagged 'load' in ramdisk/modules.txt but not in that list: ${INIT_LIST_UNNAMED[*]}"

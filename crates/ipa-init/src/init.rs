@@ -25,6 +25,7 @@ use crate::modules::{
 use crate::net::{self, Assignment, Dhcp6Client, NetWait, NicConfig, Stage, Tool, WaitFor};
 use crate::power::PowerAction;
 use crate::supervisor::{CommandSpec, Io, RealSpawner, RestartPolicy, Supervisor, reap_children};
+use crate::uevent::UeventSocket;
 use crate::{say, sys};
 
 /// PATH for every child.
@@ -37,6 +38,13 @@ pub const AGENT_LOG: &str = "/run/ipa-agent.log";
 const AGENT_LOG_MAX: u64 = 16 << 20;
 const MAX_COLDPLUG_PASSES: usize = 5;
 const SETTLE: Duration = Duration::from_millis(200);
+/// Coldplug by uevents: a round ends after this long without an event...
+const UEVENT_QUIET: Duration = Duration::from_millis(60);
+/// ...or after this long in all.
+const UEVENT_MAX: Duration = Duration::from_millis(1500);
+const MAX_UEVENT_ROUNDS: usize = 8;
+/// How long the hotplug thread's poll sleeps between wake-ups.
+const HOTPLUG_POLL: Duration = Duration::from_secs(60);
 const SYSFS_DEPTH: usize = 24;
 const BOOTIF_GRACE: Duration = Duration::from_secs(5);
 /// How long network start waits for the first NIC with carrier.
@@ -262,6 +270,15 @@ fn load_modules(
     let mut c = Coldplug::new(index, FinitModuleLoader::default(), cfg.modules.clone());
     let devices = Path::new("/sys/devices");
     let mut pass = 1;
+    // Opened before the sysfs walk, so a device that appears during it is seen by one or the
+    // other (a module found twice is loaded once).
+    let uevents = match UeventSocket::open() {
+        Ok(u) => Some(u),
+        Err(e) => {
+            say!("warning: no uevent socket ({e}); settling by sysfs passes");
+            None
+        }
+    };
     let aliases = scan_modaliases(devices, SYSFS_DEPTH);
     let r = c.coldplug(&aliases);
     say!("coldplug pass 1: {} devices, {} modules", aliases.len(), r.loaded.len());
@@ -275,7 +292,28 @@ fn load_modules(
         say!("module list: {} names, {} modules", names.len(), r.loaded.len());
         print_report("module list", &r);
     }
-    let mut last_loaded = true;
+    let mut last_loaded = uevents.is_none();
+    if let Some(u) = &uevents {
+        // Each round: the devices the last modules created announce themselves; load their
+        // drivers; stop when a quiet window brings nothing new to load.
+        for round in 1..=MAX_UEVENT_ROUNDS {
+            match u.settle(UEVENT_QUIET, UEVENT_MAX) {
+                Ok(aliases) => {
+                    let r = c.coldplug(&aliases);
+                    say!("uevents {round}: {} devices, {} modules", aliases.len(), r.loaded.len());
+                    print_report("coldplug", &r);
+                    if r.loaded.is_empty() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    say!("warning: uevents: {e}; settling by sysfs passes");
+                    last_loaded = true;
+                    break;
+                }
+            }
+        }
+    }
     while pass < MAX_COLDPLUG_PASSES && last_loaded {
         pass += 1;
         std::thread::sleep(SETTLE);
@@ -287,10 +325,11 @@ fn load_modules(
     }
     say!("loaded {} modules in {} ms", c.loaded.len(), t0.elapsed().as_millis());
     print_wrapped("modules: ", &c.loaded);
-    let background = (!background.is_empty()).then(|| BackgroundModules {
+    let background = (!background.is_empty() || uevents.is_some()).then(|| BackgroundModules {
         index: c.index.clone(),
         plan: cfg.modules.clone(),
         names: background,
+        uevents,
     });
     (Some(c), background)
 }
@@ -301,10 +340,15 @@ fn load_modules(
 /// they ran beside it, and nothing before the first lookup needs them. Whoever needs one
 /// earlier gets it from the kernel (request_module → /sbin/modprobe), which also serializes a
 /// module loaded from both sides (the second finit_module waits, then sees EEXIST).
+///
+/// The same thread then stays as the hotplug loader: devices added later (a virtual-media
+/// USB stick, a disk an HBA scans asynchronously, a NIC whose firmware came up late) announce
+/// their modalias on the uevent socket, and their drivers are loaded as coldplug would.
 struct BackgroundModules {
     index: ModuleIndex,
     plan: crate::cmdline::ModulePlan,
     names: Vec<String>,
+    uevents: Option<UeventSocket>,
 }
 
 impl BackgroundModules {
@@ -312,14 +356,41 @@ impl BackgroundModules {
         let spawned = std::thread::Builder::new().name("modules".into()).spawn(move || {
             let t0 = Instant::now();
             let mut c = Coldplug::new(self.index, FinitModuleLoader::default(), self.plan);
-            let r = c.load_names(&self.names);
-            say!(
-                "background module list: {} names, {} modules in {} ms",
-                self.names.len(),
-                r.loaded.len(),
-                t0.elapsed().as_millis()
-            );
-            print_report("background module list", &r);
+            if !self.names.is_empty() {
+                let r = c.load_names(&self.names);
+                say!(
+                    "background module list: {} names, {} modules in {} ms",
+                    self.names.len(),
+                    r.loaded.len(),
+                    t0.elapsed().as_millis()
+                );
+                print_report("background module list", &r);
+            }
+            let Some(u) = self.uevents else { return };
+            // Hotplug for the life of the ramdisk; a socket error (events lost: ENOBUFS) is
+            // answered with one sysfs walk, and the loop ends only if the socket breaks for good.
+            let mut errors = 0u32;
+            while errors < 10 {
+                match u.poll_modaliases(HOTPLUG_POLL) {
+                    Ok((aliases, _)) if aliases.is_empty() => {}
+                    Ok((aliases, _)) => {
+                        errors = 0;
+                        let r = c.coldplug(&aliases);
+                        if !r.loaded.is_empty() {
+                            say!("hotplug: {} modules: {}", r.loaded.len(), r.loaded.join(" "));
+                        }
+                        print_report("hotplug", &r);
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        say!("warning: uevents: {e}; rescanning /sys/devices");
+                        let aliases = scan_modaliases(Path::new("/sys/devices"), SYSFS_DEPTH);
+                        let r = c.coldplug(&aliases);
+                        print_report("hotplug", &r);
+                    }
+                }
+            }
+            say!("warning: uevent socket keeps failing; no more hotplug module loading");
         });
         if let Err(e) = spawned {
             say!("warning: no thread for the background module list ({e}); kernel autoload only");
@@ -791,8 +862,10 @@ impl Init {
     }
 
     fn start_agent(&mut self) {
-        // Late coldplug: devices that showed up while the network came up.
-        if let Some(c) = &mut self.coldplug {
+        // Late coldplug: devices that showed up while the network came up (with a uevent
+        // socket the hotplug thread sees those, and this sysfs walk is not needed).
+        let hotplug = self.background.as_ref().is_some_and(|b| b.uevents.is_some());
+        if let Some(c) = self.coldplug.as_mut().filter(|_| !hotplug) {
             let aliases = scan_modaliases(Path::new("/sys/devices"), SYSFS_DEPTH);
             let r = c.coldplug(&aliases);
             if !r.loaded.is_empty() {

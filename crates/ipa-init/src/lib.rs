@@ -51,6 +51,7 @@ pub mod modules;
 pub mod net;
 pub mod power;
 pub mod supervisor;
+pub mod uevent;
 
 #[doc(hidden)]
 pub mod init;

@@ -330,8 +330,8 @@ pub trait ModuleLoader {
 
 /// The real loader: `finit_module(2)`, with `MODULE_INIT_COMPRESSED_FILE` for `.xz`, `.zst`
 /// and `.gz` files; when the kernel cannot decompress (older than 5.17 or without
-/// `CONFIG_MODULE_DECOMPRESS`) it decompresses with busybox/`xz`/`zstd`/`gzip` and calls
-/// `init_module(2)`.
+/// `CONFIG_MODULE_DECOMPRESS`) it decompresses (`.xz` in process, the others with
+/// busybox/`zstd`/`gzip`) and calls `init_module(2)`.
 #[derive(Debug, Clone)]
 pub struct FinitModuleLoader {
     /// `/sys/module`, to skip modules that are already live.
@@ -344,8 +344,28 @@ impl Default for FinitModuleLoader {
     }
 }
 
+/// A module file's bytes, decompressed: `.xz` in process (liblzma, linked statically: the
+/// ramdisk stores every module as `.ko.xz` and the Debian kernel has no
+/// `CONFIG_MODULE_DECOMPRESS`), `.zst` and `.gz` with a tool.
 fn decompress(path: &Path) -> io::Result<Vec<u8>> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext == "xz" {
+        return decompress_xz(fs::File::open(path)?);
+    }
+    decompress_with_tool(path, ext)
+}
+
+/// Decompress an xz stream (a `.ko.xz` is one xz stream) into memory.
+pub fn decompress_xz(input: impl io::Read) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    io::Read::read_to_end(&mut liblzma::read::XzDecoder::new(input), &mut out)?;
+    if out.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "empty xz stream"));
+    }
+    Ok(out)
+}
+
+fn decompress_with_tool(path: &Path, ext: &str) -> io::Result<Vec<u8>> {
     let tool = match ext {
         "xz" => "xz",
         "zst" => "zstd",
@@ -828,5 +848,32 @@ alias acpi*:PNP0A03:* some_acpi_driver
         );
         assert_eq!(i.resolve("fs-efivarfs"), Resolved::Builtin);
         assert!(!i.is_builtin("sd_mod"), "no modules.builtin file");
+    }
+
+    #[test]
+    fn xz_modules_are_decompressed_in_process_and_corrupt_ones_are_an_error() {
+        let t = tempfile::tempdir().unwrap();
+        // A module-like payload: ELF magic and repetitive sections, as xz -9e --check=crc32
+        // would store it.
+        let mut image = b"\x7fELF".to_vec();
+        image.extend((0..200_000u32).map(|i| (i % 251) as u8));
+        let mut enc = liblzma::write::XzEncoder::new_stream(
+            Vec::new(),
+            liblzma::stream::Stream::new_easy_encoder(9, liblzma::stream::Check::Crc32).unwrap(),
+        );
+        io::Write::write_all(&mut enc, &image).unwrap();
+        let xz = enc.finish().unwrap();
+        assert!(xz.len() < image.len() / 10, "compressed {} bytes", xz.len());
+        let path = t.path().join("virtio_blk.ko.xz");
+        fs::write(&path, &xz).unwrap();
+        assert!(is_compressed(&path));
+        assert_eq!(decompress(&path).unwrap(), image);
+
+        let mut cut = xz.clone();
+        cut.truncate(xz.len() / 2);
+        fs::write(&path, &cut).unwrap();
+        assert!(decompress(&path).is_err(), "a truncated .ko.xz must not load");
+        fs::write(&path, b"not xz at all").unwrap();
+        assert!(decompress(&path).is_err());
     }
 }
