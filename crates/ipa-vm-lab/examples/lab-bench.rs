@@ -25,6 +25,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipa_vm_lab::{DiskBus, Lab, LabOptions, VmSpec};
@@ -213,6 +214,9 @@ fn console_failure(console: &str) -> Option<String> {
         "Kernel panic",
         "Initramfs unpacking failed",
         "ipa-init: FATAL",
+        // Too little memory for the firmware to hand the kernel its initrd (iPXE keeps its
+        // own copies of both images): the machine ends in the UEFI shell.
+        "EFI stub: ERROR",
     ];
     for p in PATTERNS {
         if let Some(i) = console.find(p) {
@@ -289,6 +293,9 @@ fn flow(
         if t0.elapsed() > timeout {
             return Err(format!("timed out after {timeout:?} in state {st}"));
         }
+        if STOP.load(Ordering::SeqCst) {
+            return Err(format!("stopped by a signal in state {st}"));
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     f.secs = t0.elapsed().as_secs_f64();
@@ -313,7 +320,29 @@ fn report_flow(label: &str, name: &str, f: &Flow, first: &mut bool) {
     }
 }
 
+/// Set by SIGTERM/SIGINT/SIGHUP: the flow loop returns an error, `main` returns normally and
+/// the lab's `Drop` stops Ironic, sushy-tools, dnsmasq and the VM and deletes the namespace
+/// (killing the bench used to leak all of them).
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: nix::libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn catch_stop_signals() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let act =
+        SigAction::new(SigHandler::Handler(on_stop_signal), SaFlags::empty(), SigSet::empty());
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        if let Err(e) = unsafe { sigaction(sig, &act) } {
+            eprintln!("warning: cannot catch {sig}: {e}");
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    catch_stop_signals();
     let Some(a) = parse_args() else {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
