@@ -1,7 +1,7 @@
 //! # ipa-client
 //!
 //! The controller side of the agent's transports behind one trait, [`AgentClient`]:
-//! * [`rest::RestClient`]: Ironic's REST API (`/v1/commands/`, `/v1/status`) over hyper;
+//! * [`rest::RestClient`]: Ironic's REST API (`/v1/commands/`, `/v1/status`) over the shared HTTP stack ([`ipa_http`]);
 //! * [`amqp::AmqpController`]: a broker connection; [`amqp::AmqpController::agent`] gives a
 //!   client for one agent queue; events come from the topic exchange;
 //! * [`zmq::ZmqController`]: a bound `ROUTER` that agents dial (or a `DEALER` to an agent's bound

@@ -1,40 +1,55 @@
-//! REST client for IPA's API (`/v1/commands/`, `/v1/status`) over plain HTTP with hyper.
-//! Events are not pushed over REST; `ipactl --watch` polls instead.
+//! REST client for IPA's API (`/v1/commands/`, `/v1/status`) over HTTP or HTTPS, on the
+//! workspace's one outbound stack ([`ipa_http`]). Events are not pushed over REST; `ipactl
+//! --watch` polls instead.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use ipa_core::command::{CommandResult, Params};
 use ipa_core::dispatcher::AgentStatus;
 use ipa_core::error::ErrorBody;
 use ipa_envelope::CommandList;
+use ipa_http::{HttpClient, HttpSettings, Method, Outgoing, TlsPolicy, header};
 use serde_json::{Value, json};
 
 use crate::{AgentClient, ClientError, EventStream, RunOptions};
 
 /// A client for one agent's REST API.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RestClient {
     base: String,
     token: Option<String>,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: HttpClient,
     timeout: Duration,
 }
 
+impl std::fmt::Debug for RestClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestClient")
+            .field("base", &ipa_http::redact(&self.base))
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
 impl RestClient {
-    /// `base` like `http://127.0.0.1:9999`.
-    pub fn new(base: &str, token: Option<&str>) -> Self {
-        Self {
+    /// `base` like `http://127.0.0.1:9999` (system trust store for `https://`).
+    pub fn new(base: &str, token: Option<&str>) -> Result<Self, ClientError> {
+        Self::with_tls(base, token, TlsPolicy::default())
+    }
+
+    /// As [`RestClient::new`] with an explicit TLS policy (an agent with auto-TLS: its CA, or
+    /// `insecure`).
+    pub fn with_tls(base: &str, token: Option<&str>, tls: TlsPolicy) -> Result<Self, ClientError> {
+        let timeout = Duration::from_secs(30);
+        let http = HttpClient::new(HttpSettings { tls, timeout, ..Default::default() })
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             token: token.map(str::to_string),
-            http: Client::builder(TokioExecutor::new()).build_http(),
-            timeout: Duration::from_secs(30),
-        }
+            http,
+            timeout,
+        })
     }
 
     fn token_query(&self, sep: char) -> String {
@@ -46,31 +61,24 @@ impl RestClient {
 
     async fn request(
         &self,
-        method: hyper::Method,
+        method: Method,
         url: String,
         body: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, ClientError> {
-        let mut b = hyper::Request::builder().method(method).uri(&url);
-        if body.is_some() {
-            b = b.header("content-type", "application/json");
+        let mut req = Outgoing::new(method, url);
+        if let Some(v) = body {
+            req = req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(serde_json::to_vec(&v).unwrap_or_default());
         }
-        let body = body.map(|v| serde_json::to_vec(&v).unwrap_or_default()).unwrap_or_default();
-        let req = b
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        let resp = tokio::time::timeout(timeout, self.http.request(req))
-            .await
-            .map_err(|_| ClientError::Timeout(timeout))?
-            .map_err(|e| ClientError::Transport(format!("{}: {e}", self.base)))?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?
-            .to_bytes();
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let resp = match self.http.send_collect(req, 64 << 20, Some(timeout)).await {
+            Ok(r) => r,
+            Err(ipa_http::HttpError::Timeout { .. }) => return Err(ClientError::Timeout(timeout)),
+            Err(e) => return Err(ClientError::Transport(e.to_string())),
+        };
+        let status = resp.status;
+        let v: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
         if status.is_success() {
             return Ok(v);
         }
@@ -99,23 +107,23 @@ impl AgentClient for RestClient {
         let url = format!("{}/v1/commands/?wait={}{}", self.base, opts.wait, self.token_query('&'));
         let t = if opts.wait { Duration::from_secs(24 * 3600) } else { self.timeout };
         let v = self
-            .request(hyper::Method::POST, url, Some(json!({"name": name, "params": params})), t)
+            .request(Method::POST, url, Some(json!({"name": name, "params": params})), t)
             .await?;
         Self::decode(v)
     }
     async fn get(&self, id: &str) -> Result<CommandResult, ClientError> {
         let url = format!("{}/v1/commands/{id}{}", self.base, self.token_query('?'));
-        Self::decode(self.request(hyper::Method::GET, url, None, self.timeout).await?)
+        Self::decode(self.request(Method::GET, url, None, self.timeout).await?)
     }
     async fn list(&self) -> Result<Vec<CommandResult>, ClientError> {
         let url = format!("{}/v1/commands/{}", self.base, self.token_query('?'));
         let l: CommandList =
-            Self::decode(self.request(hyper::Method::GET, url, None, self.timeout).await?)?;
+            Self::decode(self.request(Method::GET, url, None, self.timeout).await?)?;
         Ok(l.commands)
     }
     async fn status(&self) -> Result<AgentStatus, ClientError> {
         let url = format!("{}/v1/status", self.base);
-        Self::decode(self.request(hyper::Method::GET, url, None, self.timeout).await?)
+        Self::decode(self.request(Method::GET, url, None, self.timeout).await?)
     }
     fn events(&self) -> Result<EventStream, ClientError> {
         Err(ClientError::Unsupported("REST has no event stream; poll get()"))

@@ -335,7 +335,7 @@ pub async fn run(s: &Arc<AgentServices>, args: &Params, ctx: &CommandContext) ->
     let uefi = mode == "uefi";
     let mut uuids = Map::new();
 
-    let location = info.urls.first().cloned().unwrap_or_default();
+    let location = info.urls.first().map(|u| ipa_http::redact(u)).unwrap_or_default();
     let dl = Download::new(client.clone(), &info.id, info.urls.clone());
     let mut spec = StreamSpec {
         image_id: info.id.clone(),

@@ -1,24 +1,24 @@
-//! The HTTP(S) download client: hyper over tokio, rustls with ring.
+//! The download policy on top of the workspace's HTTP stack ([`ipa_http`]).
 //!
 //! * URLs are tried in order; connection errors and 5xx are retried `retries` times,
 //!   `retry_interval` apart, then the next URL is tried; 4xx is fatal (no failover).
 //! * A stream that is cut mid-way is resumed with `Range: bytes=<pos>-` (on the same URL, then
 //!   the others), never restarted from byte 0 unless the server ignores ranges.
 //! * Every read has a timeout; the whole download may have a maximum duration.
-//! * Proxies (`http://` proxies, with CONNECT for https) and `no_proxy`; an `Authorization`
-//!   header; custom CA file and an insecure mode.
+//! * Redirects are followed by [`ipa_http`] (hop limit, `Range` kept, credentials only to the
+//!   first origin); URL userinfo becomes basic auth; every URL in a log line or an error is
+//!   redacted ([`ipa_http::redact`]).
+//! * Proxies and `no_proxy`; an `Authorization` header; custom CA file and an insecure mode.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty};
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use ipa_http::{HttpSettings, Outgoing, Redacted, TlsPolicy, redact};
 
 use crate::error::{ImageError, Result};
 
@@ -76,28 +76,38 @@ impl std::fmt::Debug for HttpOptions {
 /// Why one request failed.
 #[derive(Debug)]
 pub(crate) enum FetchErr {
-    /// Connection-level failure (retryable).
+    /// Connection-level failure (retryable). The text is already redacted.
     Connect(String),
-    /// A non-success HTTP status.
+    /// A non-success HTTP status, with the redacted URL.
     Status(u16, String),
+    /// Retrying cannot help (bad URL, redirect loop, TLS setup). Already redacted.
+    Fatal(String),
 }
 
 impl std::fmt::Display for FetchErr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FetchErr::Connect(m) => f.write_str(m),
+            FetchErr::Connect(m) | FetchErr::Fatal(m) => f.write_str(m),
             FetchErr::Status(c, u) => write!(f, "Received status code {c} from {u}, expected 200"),
         }
     }
 }
 
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+impl From<ipa_http::HttpError> for FetchErr {
+    fn from(e: ipa_http::HttpError) -> Self {
+        if e.is_transient() {
+            FetchErr::Connect(e.to_string())
+        } else {
+            FetchErr::Fatal(e.to_string())
+        }
+    }
+}
 
-/// A reusable client (TLS configuration built once).
+/// A reusable client: the workspace's [`ipa_http::HttpClient`] plus the download policy.
+#[derive(Clone)]
 pub struct HttpClient {
     opts: HttpOptions,
-    tls: tokio_rustls::TlsConnector,
+    inner: ipa_http::HttpClient,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -106,93 +116,29 @@ impl std::fmt::Debug for HttpClient {
     }
 }
 
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &[rustls_pki_types::CertificateDer<'_>],
-        _: &rustls_pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls_pki_types::UnixTime,
-    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
+impl HttpOptions {
+    /// The shared stack's settings for these options (`cafile` replaces the system roots).
+    pub fn settings(&self) -> HttpSettings {
+        HttpSettings {
+            tls: TlsPolicy {
+                cafile: self.cafile.clone(),
+                insecure: self.insecure,
+                ..Default::default()
+            },
+            timeout: self.timeout,
+            proxies: self.proxies.clone(),
+            no_proxy: self.no_proxy.clone(),
+            ..Default::default()
+        }
     }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-struct Parsed {
-    https: bool,
-    host: String,
-    port: u16,
-    authority: String,
-    path: String,
-}
-
-fn parse_url(url: &str) -> std::result::Result<Parsed, String> {
-    let uri: Uri = url.parse().map_err(|e| format!("invalid URL {url}: {e}"))?;
-    let https = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        _ => return Err(format!("unsupported URL scheme in {url}")),
-    };
-    let auth = uri.authority().ok_or_else(|| format!("no host in URL {url}"))?;
-    let host = auth.host().trim_start_matches('[').trim_end_matches(']').to_string();
-    let port = auth.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let path = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or("/".into());
-    Ok(Parsed { https, host, port, authority: auth.as_str().to_string(), path })
 }
 
 impl HttpClient {
-    /// Build a client; fails if the CA file cannot be read.
+    /// Build a client; fails if the CA file cannot be read or holds no certificate.
     pub fn new(opts: HttpOptions) -> Result<Self> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ImageError::Other(format!("TLS setup failed: {e}")))?;
-        let config = if opts.insecure {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-                .with_no_client_auth()
-        } else {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(c);
-            }
-            if let Some(path) = &opts.cafile {
-                let pem = std::fs::read(path).map_err(|e| {
-                    ImageError::Other(format!("cannot read CA file {}: {e}", path.display()))
-                })?;
-                for c in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
-                    roots.add(c).map_err(|e| {
-                        ImageError::Other(format!("bad CA in {}: {e}", path.display()))
-                    })?;
-                }
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        };
-        Ok(Self { opts, tls: tokio_rustls::TlsConnector::from(Arc::new(config)) })
+        let inner = ipa_http::HttpClient::new(opts.settings())
+            .map_err(|e| ImageError::Other(e.to_string()))?;
+        Ok(Self { opts, inner })
     }
 
     /// The options.
@@ -200,123 +146,23 @@ impl HttpClient {
         &self.opts
     }
 
-    fn proxy_for(&self, p: &Parsed) -> Option<Parsed> {
-        let scheme = if p.https { "https" } else { "http" };
-        let proxy = self.opts.proxies.iter().find(|(k, _)| k == scheme).map(|(_, v)| v)?;
-        let bypass = self.opts.no_proxy.iter().any(|n| {
-            let n = n.trim().trim_start_matches('.');
-            !n.is_empty() && (n == "*" || p.host == n || p.host.ends_with(&format!(".{n}")))
-        });
-        if bypass {
-            return None;
-        }
-        parse_url(proxy).ok()
-    }
-
-    async fn tcp(&self, host: &str, port: u16) -> std::result::Result<TcpStream, FetchErr> {
-        let fut = TcpStream::connect((host, port));
-        let s = tokio::time::timeout(self.opts.timeout, fut)
-            .await
-            .map_err(|_| FetchErr::Connect(format!("connection to {host}:{port} timed out")))?
-            .map_err(|e| FetchErr::Connect(format!("connection to {host}:{port} failed: {e}")))?;
-        let _ = s.set_nodelay(true);
-        Ok(s)
-    }
-
-    async fn connect(&self, p: &Parsed) -> std::result::Result<(Box<dyn Io>, bool), FetchErr> {
-        let proxy = self.proxy_for(p);
-        let mut absolute = false;
-        let stream: TcpStream = match &proxy {
-            None => self.tcp(&p.host, p.port).await?,
-            Some(px) => {
-                let mut s = self.tcp(&px.host, px.port).await?;
-                if p.https {
-                    let req = format!(
-                        "CONNECT {h}:{port} HTTP/1.1\r\nHost: {h}:{port}\r\n\r\n",
-                        h = p.host,
-                        port = p.port
-                    );
-                    s.write_all(req.as_bytes())
-                        .await
-                        .map_err(|e| FetchErr::Connect(format!("proxy CONNECT failed: {e}")))?;
-                    let mut buf = Vec::new();
-                    let mut b = [0u8; 1];
-                    while !buf.ends_with(b"\r\n\r\n") && buf.len() < 8192 {
-                        let n = tokio::time::timeout(self.opts.timeout, s.read(&mut b))
-                            .await
-                            .map_err(|_| FetchErr::Connect("proxy CONNECT timed out".into()))?
-                            .map_err(|e| FetchErr::Connect(format!("proxy CONNECT: {e}")))?;
-                        if n == 0 {
-                            return Err(FetchErr::Connect("proxy closed the connection".into()));
-                        }
-                        buf.push(b[0]);
-                    }
-                    let line = String::from_utf8_lossy(&buf);
-                    if !line.split_whitespace().nth(1).is_some_and(|c| c.starts_with('2')) {
-                        return Err(FetchErr::Connect(format!(
-                            "proxy refused CONNECT: {}",
-                            line.lines().next().unwrap_or("")
-                        )));
-                    }
-                } else {
-                    absolute = true;
-                }
-                s
-            }
-        };
-        if p.https {
-            let name = rustls_pki_types::ServerName::try_from(p.host.clone())
-                .map_err(|e| FetchErr::Connect(format!("bad TLS server name {}: {e}", p.host)))?;
-            let tls = tokio::time::timeout(self.opts.timeout, self.tls.connect(name, stream))
-                .await
-                .map_err(|_| FetchErr::Connect("TLS handshake timed out".into()))?
-                .map_err(|e| FetchErr::Connect(format!("TLS handshake failed: {e}")))?;
-            Ok((Box::new(tls), false))
-        } else {
-            Ok((Box::new(stream), absolute))
-        }
-    }
-
-    /// One GET (optionally ranged). Any status other than 200/206 is an error.
+    /// One GET (optionally ranged), redirects followed. Any final status other than 200/206
+    /// is an error.
     pub(crate) async fn get(
         &self,
         url: &str,
         range: Option<(u64, Option<u64>)>,
     ) -> std::result::Result<Response<Incoming>, FetchErr> {
-        let p = parse_url(url).map_err(FetchErr::Connect)?;
-        let (io, absolute) = self.connect(&p).await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| FetchErr::Connect(format!("HTTP handshake failed: {e}")))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let target = if absolute { url.to_string() } else { p.path.clone() };
-        let mut req = Request::get(target)
-            .header(http::header::HOST, &p.authority)
-            .header(http::header::USER_AGENT, concat!("ipa-rs/", env!("CARGO_PKG_VERSION")));
-        if let Some(a) = &self.opts.authorization {
-            req = req.header(http::header::AUTHORIZATION, a);
-        }
+        let mut req = Outgoing::get(url).authorization(self.opts.authorization.clone());
         if let Some((start, end)) = range {
-            let v = match end {
-                Some(e) => format!("bytes={start}-{e}"),
-                None => format!("bytes={start}-"),
-            };
-            req = req.header(http::header::RANGE, v);
+            req = req.range(start, end);
         }
-        let req = req
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| FetchErr::Connect(format!("bad request: {e}")))?;
-        let resp = tokio::time::timeout(self.opts.timeout, sender.send_request(req))
-            .await
-            .map_err(|_| FetchErr::Connect(format!("no response from {url} (timeout)")))?
-            .map_err(|e| FetchErr::Connect(format!("request to {url} failed: {e}")))?;
-        let st = resp.status();
+        let answer = self.inner.send(req).await?;
+        let st = answer.response.status();
         if st == StatusCode::OK || st == StatusCode::PARTIAL_CONTENT {
-            Ok(resp)
+            Ok(answer.response)
         } else {
-            Err(FetchErr::Status(st.as_u16(), url.to_string()))
+            Err(FetchErr::Status(st.as_u16(), redact(url)))
         }
     }
 
@@ -343,7 +189,7 @@ impl HttpClient {
     }
 
     fn clone_shallow(&self) -> Self {
-        Self { opts: self.opts.clone(), tls: self.tls.clone() }
+        self.clone()
     }
 }
 
@@ -472,11 +318,20 @@ impl Download {
                     Err(FetchErr::Status(code, _)) if (400..500).contains(&code) => {
                         return Err(ImageError::DownloadFatal {
                             image_id: self.image_id.clone(),
-                            msg: format!("Received status code {code} from {url}, expected 200"),
+                            msg: format!(
+                                "Received status code {code} from {}, expected 200",
+                                Redacted(&url)
+                            ),
+                        });
+                    }
+                    Err(FetchErr::Fatal(m)) => {
+                        return Err(ImageError::DownloadFatal {
+                            image_id: self.image_id.clone(),
+                            msg: m,
                         });
                     }
                     Err(e) => {
-                        tracing::warn!(url = %url, attempt, error = %e, "image download attempt failed");
+                        tracing::warn!(url = %Redacted(&url), attempt, error = %e, "image download attempt failed");
                         last = e.to_string();
                     }
                 }
@@ -577,7 +432,7 @@ pub struct RangeReader {
 
 impl std::fmt::Debug for RangeReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RangeReader").field("url", &self.url).finish()
+        f.debug_struct("RangeReader").field("url", &redact(&self.url)).finish()
     }
 }
 
@@ -599,6 +454,12 @@ impl RangeReader {
                             msg: format!("Received status code {code} from {u}, expected 206"),
                         });
                     }
+                    Err(FetchErr::Fatal(m)) => {
+                        return Err(ImageError::DownloadFatal {
+                            image_id: self.image_id.clone(),
+                            msg: m,
+                        });
+                    }
                     Err(e) => {
                         last = e.to_string();
                         continue;
@@ -609,7 +470,7 @@ impl RangeReader {
             {
                 return Err(ImageError::Download {
                     image_id: self.image_id.clone(),
-                    msg: format!("{} does not support Range requests", self.url),
+                    msg: format!("{} does not support Range requests", Redacted(&self.url)),
                 });
             }
             match tokio::time::timeout(opts.timeout, resp.into_body().collect()).await {

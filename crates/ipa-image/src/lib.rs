@@ -6,7 +6,7 @@
 //! * Entry point: [`write_image`], used by the `write_image` deploy step and by
 //!   `standby.prepare_image` (registered here as a `standby` fragment). `image.install_bootloader`
 //!   is registered here too.
-//! * Download: hyper + rustls (ring); URL failover; retries; HTTP Range resume ([`http`]).
+//! * Download: the shared stack ([`ipa_http`]) with URL failover, retries, HTTP Range resume ([`http`]).
 //! * Verification inline on a separate thread; the first MiB is withheld until the checksum
 //!   matches ([`pipeline`], [`writer`]); optional read-back verification of the written
 //!   bytes ([`readback`]).

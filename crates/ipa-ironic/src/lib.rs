@@ -3,7 +3,7 @@
 //! The agent's side of the Ironic lifecycle, driven by a stock Ironic exactly as
 //! ironic-python-agent is (spec `ironic-contract.md` §3–§8, `ipa-agent.md` §1.6, §4):
 //!
-//! * [`client`]: the Ironic API client on hyper + rustls (ring): version discovery, lookup with
+//! * [`client`]: the Ironic API client on the shared stack ([`ipa_http`]): version discovery, lookup with
 //!   random exponential backoff and extra waits on 409, heartbeat (202), `continue_inspection`,
 //!   Ironic's error envelope turned into a readable message; custom CA and `insecure`;
 //! * [`heartbeat`]: the heartbeater (jittered interval, error backoff, forced beats after async

@@ -30,6 +30,12 @@ struct Cli {
     /// Agent REST base URL (`http://host:9999`).
     #[arg(long, env = "IPACTL_REST", group = "wire")]
     rest: Option<String>,
+    /// CA bundle (PEM) for an `https://` agent (auto-TLS); replaces the system trust store.
+    #[arg(long, env = "IPACTL_REST_CA")]
+    rest_ca: Option<std::path::PathBuf>,
+    /// Do not verify an `https://` agent's certificate.
+    #[arg(long, env = "IPACTL_REST_INSECURE")]
+    rest_insecure: bool,
     /// Broker URL (`amqp://user:pass@host:5672/%2f` or `amqps://…`).
     #[arg(long, env = "IPACTL_AMQP", group = "wire")]
     amqp: Option<String>,
@@ -110,7 +116,12 @@ fn parse_params(s: &str) -> anyhow::Result<Params> {
 
 async fn connect(cli: &Cli) -> anyhow::Result<Conn> {
     if let Some(base) = &cli.rest {
-        return Ok(Conn::Rest(RestClient::new(base, cli.token.as_deref())));
+        let tls = ipa_http::TlsPolicy {
+            cafile: cli.rest_ca.clone(),
+            insecure: cli.rest_insecure,
+            ..Default::default()
+        };
+        return Ok(Conn::Rest(RestClient::with_tls(base, cli.token.as_deref(), tls)?));
     }
     if let Some(url) = &cli.amqp {
         let mut cfg = AmqpConfig::new(url.clone());

@@ -29,6 +29,8 @@ pub enum Mode {
     Status(u16),
     /// Ignore Range headers (always 200 full body).
     NoRange,
+    /// `302 Found` to this location.
+    Redirect(String),
 }
 
 #[derive(Default)]
@@ -37,6 +39,7 @@ struct State {
     hits: HashMap<String, usize>,
     ranged: HashMap<String, usize>,
     cut_done: HashMap<String, bool>,
+    heads: HashMap<String, Vec<String>>,
 }
 
 /// A loopback HTTP/1.1 server.
@@ -80,6 +83,11 @@ impl Server {
     pub fn ranged_hits(&self, path: &str) -> usize {
         *self.state.lock().unwrap().ranged.get(path).unwrap_or(&0)
     }
+
+    /// Every request head received for `path` (request line and headers), in order.
+    pub fn heads(&self, path: &str) -> Vec<String> {
+        self.state.lock().unwrap().heads.get(path).cloned().unwrap_or_default()
+    }
 }
 
 async fn serve(mut sock: tokio::net::TcpStream, st: Arc<Mutex<State>>) -> std::io::Result<()> {
@@ -110,6 +118,7 @@ async fn serve(mut sock: tokio::net::TcpStream, st: Arc<Mutex<State>>) -> std::i
     let found = {
         let mut s = st.lock().unwrap();
         *s.hits.entry(path.clone()).or_default() += 1;
+        s.heads.entry(path.clone()).or_default().push(text.clone());
         if range.is_some() {
             *s.ranged.entry(path.clone()).or_default() += 1;
         }
@@ -134,6 +143,13 @@ async fn serve(mut sock: tokio::net::TcpStream, st: Arc<Mutex<State>>) -> std::i
             .await?;
         return Ok(());
     };
+    if let Mode::Redirect(to) = &mode {
+        let msg = format!(
+            "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        sock.write_all(msg.as_bytes()).await?;
+        return Ok(());
+    }
     if let Mode::Status(code) = mode {
         let msg =
             format!("HTTP/1.1 {code} Oops\r\nContent-Length: 4\r\nConnection: close\r\n\r\noops");
