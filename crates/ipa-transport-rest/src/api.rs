@@ -24,6 +24,7 @@ use crate::error::{RestError, SERVER_HEADER, fault_response, json_response};
 pub(crate) struct ApiState {
     pub dispatcher: SharedDispatcher,
     pub max_body_bytes: usize,
+    pub timeouts: crate::Timeouts,
     pub scheme: &'static str,
     pub local_addr: SocketAddr,
 }
@@ -253,12 +254,33 @@ async fn read_body(state: &ApiState, req: Request<Incoming>) -> Result<Bytes, Re
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(RestError::PayloadTooLarge { limit });
     }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(RestError::PayloadTooLarge { limit })
+    // Read frame by frame: each frame within the idle timeout, the whole body within the total
+    // one, so a client that stops sending (or trickles) cannot hold the connection forever.
+    let t = state.timeouts;
+    let deadline = tokio::time::Instant::now() + t.body_total;
+    let mut body = Limited::new(req.into_body(), limit);
+    let mut out = bytes::BytesMut::new();
+    loop {
+        let wait = t.body_idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let frame = match tokio::time::timeout(wait, body.frame()).await {
+            Err(_) => {
+                let secs = if tokio::time::Instant::now() >= deadline {
+                    t.body_total
+                } else {
+                    t.body_idle
+                };
+                return Err(RestError::BodyTimeout { secs: secs.as_secs() });
+            }
+            Ok(None) => return Ok(out.freeze()),
+            Ok(Some(Err(e))) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(RestError::PayloadTooLarge { limit });
+            }
+            Ok(Some(Err(e))) => return Err(RestError::BodyRead { reason: e.to_string() }),
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Ok(data) = frame.into_data() {
+            out.extend_from_slice(&data);
         }
-        Err(e) => Err(RestError::BodyRead { reason: e.to_string() }),
     }
 }
 

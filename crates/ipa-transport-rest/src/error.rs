@@ -43,6 +43,12 @@ pub enum RestError {
         /// Cause.
         reason: String,
     },
+    /// The client did not send its body within the read timeouts.
+    #[error("request body not received within {secs} s")]
+    BodyTimeout {
+        /// The timeout that expired.
+        secs: u64,
+    },
     /// The body is not JSON.
     #[error("body is not JSON: {reason}")]
     InvalidJson {
@@ -105,6 +111,11 @@ impl From<RestError> for AgentError {
             RestError::BodyRead { reason } => {
                 http_error(400, "Bad Request", format!("Failed to read the request body: {reason}"))
             }
+            RestError::BodyTimeout { secs } => http_error(
+                408,
+                "Request Timeout",
+                format!("The request body was not received within {secs} seconds."),
+            ),
             RestError::InvalidJson { reason } => {
                 http_error(400, "Bad Request", format!("Failed to decode JSON object: {reason}"))
             }
@@ -140,6 +151,8 @@ pub fn fault_response(e: RestError) -> Response<Full<Bytes>> {
         RestError::MethodNotAllowed { allow } => Some(allow.join(", ")),
         _ => None,
     };
+    // The rest of an unread body is still on the wire: the connection cannot be reused.
+    let close = matches!(e, RestError::BodyTimeout { .. } | RestError::BodyRead { .. });
     let agent: AgentError = e.into();
     let code = agent.code();
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -150,6 +163,9 @@ pub fn fault_response(e: RestError) -> Response<Full<Bytes>> {
     let mut r = json_response(status, &body);
     if let Some(allow) = allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
         r.headers_mut().insert(header::ALLOW, allow);
+    }
+    if close {
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     r
 }

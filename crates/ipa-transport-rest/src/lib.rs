@@ -67,6 +67,30 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long a client has for the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Connections one client address may hold open at once; more are closed at accept.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 32;
+
+/// How long a client may take to send a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The request line and headers (also bounds an idle keep-alive connection).
+    pub headers: Duration,
+    /// Silence between two pieces of a body.
+    pub body_idle: Duration,
+    /// The whole body (a 128 MiB config drive at 10 Mbit/s takes ~110 s).
+    pub body_total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            headers: Duration::from_secs(60),
+            body_idle: Duration::from_secs(30),
+            body_total: Duration::from_secs(300),
+        }
+    }
+}
+
 /// The REST transport's configuration (and factory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestTransport {
@@ -76,6 +100,10 @@ pub struct RestTransport {
     pub listen_port: u16,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Header and body read timeouts.
+    pub timeouts: Timeouts,
+    /// Open connections allowed per client address.
+    pub max_connections_per_client: usize,
 }
 
 impl RestTransport {
@@ -85,6 +113,8 @@ impl RestTransport {
             listen_host: listen_host.into(),
             listen_port,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            timeouts: Timeouts::default(),
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
         }
     }
 
@@ -196,13 +226,45 @@ impl Transport for RestTransport {
         let state = Arc::new(ApiState {
             dispatcher: ctx.dispatcher.clone(),
             max_body_bytes: self.max_body_bytes,
+            timeouts: self.timeouts,
             scheme,
             local_addr,
         });
         tracing::info!(address = %local_addr, tls = acceptor.is_some(), "REST API listening");
         ctx.ready
             .report(ReadyInfo { transport: NAME.into(), endpoint: endpoint(scheme, local_addr) });
-        Ok(Box::pin(serve(listener, acceptor, state, ctx.shutdown)))
+        let limit = self.max_connections_per_client.max(1);
+        Ok(Box::pin(serve(listener, acceptor, state, limit, ctx.shutdown)))
+    }
+}
+
+/// Open connections per client address; a slot is given back when its guard drops.
+#[derive(Debug, Default)]
+struct PerClient(std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>);
+
+struct Slot(Arc<PerClient>, IpAddr);
+
+impl PerClient {
+    fn take(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<Slot> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Slot(self.clone(), ip))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = self.0.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -210,18 +272,30 @@ async fn serve(
     listener: TcpListener,
     acceptor: Option<TlsAcceptor>,
     state: Arc<ApiState>,
+    per_client_limit: usize,
     shutdown: CancellationToken,
 ) -> Result<(), TransportError> {
     let mut conns = JoinSet::new();
+    let clients = Arc::new(PerClient::default());
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
+                    let Some(slot) = clients.take(peer.ip(), per_client_limit) else {
+                        tracing::warn!(
+                            %peer,
+                            limit = per_client_limit,
+                            "too many connections from one client; closing the new one"
+                        );
+                        drop(tcp);
+                        continue;
+                    };
                     let _ = tcp.set_nodelay(true);
                     let (state, acceptor, stop) = (state.clone(), acceptor.clone(), shutdown.clone());
                     conns.spawn(async move {
+                        let _slot = slot;
                         match acceptor {
                             None => serve_conn(tcp, peer, state, stop).await,
                             Some(acc) => {
@@ -263,13 +337,14 @@ async fn serve_conn<S>(io: S, peer: SocketAddr, state: Arc<ApiState>, stop: Canc
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let header_timeout = state.timeouts.headers;
     let svc = service_fn(move |req| {
         let state = state.clone();
         async move { Ok::<_, Infallible>(api::handle(&state, req, peer).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(60))
+        .header_read_timeout(header_timeout)
         .title_case_headers(true)
         .serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
