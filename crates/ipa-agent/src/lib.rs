@@ -145,11 +145,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error + Send 
             );
         }
     }
-    match agent.serve_until_stopped(handles).await {
-        ServeState::Lockdown => {
-            agent.lockdown_forever().await;
-            Ok(ExitCode::SUCCESS)
-        }
-        _ => Ok(ExitCode::SUCCESS),
+    let stopped = agent.serve_until_stopped(handles).await;
+    if stopped.state == ServeState::Lockdown {
+        agent.lockdown_forever().await;
+        return Ok(ExitCode::SUCCESS);
     }
+    Ok(ExitCode::from(stopped.exit_code()))
 }

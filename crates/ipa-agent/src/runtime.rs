@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use figment::Figment;
+use ipa_core::command::CommandResult;
 use ipa_core::config::AgentConfig;
-use ipa_core::dispatcher::{CommandDispatcher, ExtensionSet};
+use ipa_core::dispatcher::{CommandDispatcher, Dispatcher, ExtensionSet};
 use ipa_core::hardware::HardwareManagers;
 use ipa_core::os::{
     CommandRunner, ExecRequest, PowerController, RecordingPower, SandboxRunner, SystemPower,
@@ -76,7 +77,7 @@ fn make_os(mode: &RunMode) -> (Arc<dyn CommandRunner>, Arc<dyn PowerController>)
     match mode {
         RunMode::Real => (Arc::new(SystemRunner), Arc::new(SystemPower)),
         RunMode::Sandbox { dir } => (
-            Arc::new(SandboxRunner::new(SystemRunner)),
+            Arc::new(SandboxRunner::new(SystemRunner, dir.clone())),
             Arc::new(RecordingPower::new(dir.join("power.log"))),
         ),
     }
@@ -146,12 +147,15 @@ impl Agent {
             registry::extensions().iter().map(|d| (d.build)(&services)),
         ));
         services.set_extensions(&extensions);
-        let dispatcher = Arc::new(CommandDispatcher::new(
-            extensions.clone(),
-            services.events.clone(),
-            services.token.clone(),
-            services.status.clone(),
-        ));
+        let dispatcher = Arc::new(
+            CommandDispatcher::new(
+                extensions.clone(),
+                services.events.clone(),
+                services.token.clone(),
+                services.status.clone(),
+            )
+            .with_history_size(services.config.command_history_size),
+        );
 
         let identity = watch::channel(initial_identity(&services, &hardware).await).0;
         Ok(Self {
@@ -245,23 +249,52 @@ impl Agent {
     }
 
     /// Serve until SIGTERM/SIGINT, a rescue stop, or a lockdown.
-    pub async fn serve_until_stopped(&self, handles: Vec<JoinHandle<()>>) -> ServeState {
+    ///
+    /// A signal that arrives while a command is still running abandons it: each one is logged
+    /// at ERROR (an image write additionally says the device was left unbootable) and
+    /// [`Stopped::exit_code`] is non-zero, so a service manager sees the interruption.
+    pub async fn serve_until_stopped(&self, handles: Vec<JoinHandle<()>>) -> Stopped {
         let mut control = self.services.control.watch();
-        let outcome = tokio::select! {
-            s = wait_signal() => { tracing::info!(signal = s, "shutting down"); ServeState::Stop }
+        let (state, signal) = tokio::select! {
+            s = wait_signal() => { tracing::info!(signal = s, "shutting down"); (ServeState::Stop, Some(s)) }
             s = async {
                 let _ = control.wait_for(|s| *s != ServeState::Serving).await;
                 *control.borrow()
-            } => s,
+            } => (s, None),
         };
+        let abandoned: Vec<CommandResult> = match signal {
+            Some(_) => self
+                .dispatcher
+                .list()
+                .await
+                .into_iter()
+                .filter(|r| !r.command_status.is_done())
+                .collect(),
+            None => Vec::new(),
+        };
+        for r in &abandoned {
+            let write = IMAGE_WRITES.contains(&r.command_name.as_str());
+            tracing::error!(
+                signal = signal.unwrap_or("signal"),
+                command = %r.command_name,
+                id = %r.id,
+                "a running command is abandoned by the shutdown{}",
+                if write {
+                    "; the image write is incomplete and the install device was left unbootable \
+                     (its first MiB is zeroed until a verified write completes): deploy again"
+                } else {
+                    ""
+                }
+            );
+        }
         // Let the reply that triggered a stop/lockdown leave before the listener closes.
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.shutdown.cancel();
         for h in handles {
             let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
         }
-        tracing::info!(?outcome, "transports stopped");
-        outcome
+        tracing::info!(?state, abandoned = abandoned.len(), "transports stopped");
+        Stopped { state, signal, abandoned }
     }
 
     /// IPA's lockdown: take every interface down (real mode only), then never serve again.
@@ -306,6 +339,32 @@ async fn initial_identity(services: &AgentServices, hw: &HardwareManagers) -> St
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "ipa-agent".into())
+}
+
+/// Commands whose interruption leaves a partly written install device.
+const IMAGE_WRITES: &[&str] =
+    &["prepare_image", "cache_image", "write_image", "install_bootloader", "execute_bootc_install"];
+
+/// How [`Agent::serve_until_stopped`] ended.
+#[derive(Debug)]
+pub struct Stopped {
+    /// Stop, or lockdown.
+    pub state: ServeState,
+    /// The signal that stopped the agent, if one did.
+    pub signal: Option<&'static str>,
+    /// Commands still running when the signal arrived.
+    pub abandoned: Vec<CommandResult>,
+}
+
+impl Stopped {
+    /// `128 + signal number` when commands were abandoned (143 for SIGTERM), else 0.
+    pub fn exit_code(&self) -> u8 {
+        match (self.abandoned.is_empty(), self.signal) {
+            (true, _) => 0,
+            (false, Some("SIGINT")) => 130,
+            (false, _) => 143,
+        }
+    }
 }
 
 async fn wait_signal() -> &'static str {

@@ -21,6 +21,10 @@ struct Agent {
 
 impl Agent {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
@@ -29,6 +33,7 @@ impl Agent {
             .args(["--standalone", "--debug", "--kernel-cmdline", "none", "--sandbox"])
             .arg(dir.path().join("sandbox"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--token", TOKEN])
+            .args(extra)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -138,4 +143,71 @@ fn standalone_sandbox_agent_serves_the_simulated_machine_and_stops_on_sigterm() 
     entries.sort();
     assert_eq!(entries, ["agent.log", "sandbox"]);
     assert!(Path::new(&agent.sandbox()).is_dir());
+}
+
+/// A server that sends the headers and the first 64 KiB of a 64 MiB image, then stalls (until
+/// the test ends, at most 60 s).
+fn stalling_image_server() -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let Ok((mut c, _)) = l.accept() else { return };
+        let mut buf = [0u8; 4096];
+        let _ = c.read(&mut buf);
+        let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n");
+        let _ = c.write_all(&vec![0x5au8; 64 << 10]);
+        std::thread::sleep(Duration::from_secs(60));
+    });
+    port
+}
+
+#[test]
+#[cfg(feature = "hw-sim")]
+fn sigterm_during_an_image_write_is_logged_and_exits_non_zero() {
+    let machine =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/machines/two-disk-server.toml");
+    let mut agent = Agent::start_with(&["--machine", machine]);
+    agent.wait_ready();
+    let port = stalling_image_server();
+    let info = serde_json::json!({"image_info": {
+        "id": "stalled-image", "urls": [format!("http://127.0.0.1:{port}/disk.raw")],
+        "disk_format": "raw", "stream_raw_images": true,
+        "os_hash_algo": "sha256", "os_hash_value": "0".repeat(64)}});
+    let (code, body) = http(
+        agent.port,
+        "POST",
+        &format!("/v1/commands/?agent_token={TOKEN}"),
+        &[],
+        Some(&serde_json::json!({"name": "standby.prepare_image", "params": info})),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let started: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(started["command_status"], "RUNNING", "{started}");
+    // Wait until the stream is being written (the log says the download started).
+    for _ in 0..200 {
+        if agent.log().contains("stalled-image") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let status = agent.terminate();
+    let log = agent.log();
+    assert_eq!(status.code(), Some(143), "exit status {status}:\n{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("is abandoned by the shutdown"))
+        .unwrap_or_else(|| panic!("nothing logged about the abandoned write:\n{log}"));
+    assert!(line.contains("ERROR") && line.contains("prepare_image"), "{line}");
+    assert!(line.contains("unbootable"), "{line}");
+}
+
+#[test]
+fn sigterm_with_nothing_running_exits_zero() {
+    let mut agent = Agent::start();
+    agent.wait_ready();
+    let status = agent.terminate();
+    assert!(status.success(), "exit status {status}:\n{}", agent.log());
+    assert!(!agent.log().contains("is abandoned by the shutdown"), "{}", agent.log());
 }

@@ -149,6 +149,9 @@ pub struct CommandSpec {
     pub accepts_extra: bool,
 }
 
+/// Longest parameter name echoed back in a `TypeError` (longer ones are clipped).
+pub const MAX_ECHOED_NAME: usize = 128;
+
 impl CommandSpec {
     /// A sync command with the given keywords.
     pub const fn sync(name: &'static str, params: &'static [Param]) -> Self {
@@ -171,6 +174,8 @@ impl CommandSpec {
             && let Some(unknown) =
                 params.keys().find(|k| !self.params.iter().any(|p| p.name == k.as_str()))
         {
+            // The name is echoed as Python does, but clipped: the result is kept in the history.
+            let unknown = crate::error::clip(unknown, MAX_ECHOED_NAME);
             return Err(AgentError::TypeError {
                 details: format!(
                     "{extension_class}.{}() got an unexpected keyword argument '{unknown}'",

@@ -5,7 +5,9 @@
 //! * busy rule on the **last** recorded entry only: while it is `RUNNING`, any new command is
 //!   refused with 409 `AgentIsBusy` and nothing is recorded;
 //! * async commands are recorded `RUNNING` *before* they start, then spawned;
-//! * the history is ordered and kept for the life of the process;
+//! * the history is ordered and bounded: the last `command_history_size` results are kept, plus
+//!   every result still `RUNNING` (IPA keeps all; Ironic only reads the latest entries), and
+//!   recorded error texts are clipped ([`ErrorBody::bounded`](crate::error::ErrorBody::bounded));
 //! * `InvalidContentError`-family errors are request errors (never recorded); every other failure
 //!   becomes a recorded `FAILED` result whose error always serialises;
 //! * a repeated idempotency key returns the stored result.
@@ -210,7 +212,7 @@ fn finish_sync(result: &mut CommandResult, outcome: Result<Value, AgentError>) {
         }
         Err(e) => {
             result.command_status = CommandStatus::Failed;
-            result.command_error = Some(e.to_body());
+            result.command_error = Some(e.to_body().bounded());
             result.command_result = Value::Null;
         }
     }
@@ -224,26 +226,58 @@ fn finish_async(result: &mut CommandResult, outcome: Result<Value, AgentError>) 
         }
         Err(e @ AgentError::VersionMismatch { .. }) => {
             result.command_status = CommandStatus::CleanVersionMismatch;
-            result.command_error = Some(e.to_body());
+            result.command_error = Some(e.to_body().bounded());
             result.command_result = Value::Null;
         }
         Err(e) => {
             // IPA wraps non-RESTError exceptions from async commands into CommandExecutionError.
             let e = if e.is_internal() { AgentError::execution(e.to_string()) } else { e };
             result.command_status = CommandStatus::Failed;
-            result.command_error = Some(e.to_body());
+            result.command_error = Some(e.to_body().bounded());
             result.command_result = Value::Null;
         }
     }
 }
 
-#[derive(Debug, Default)]
+/// Results kept by default (`command_history_size`).
+pub const DEFAULT_HISTORY_SIZE: usize = 100;
+
+#[derive(Debug)]
 struct History {
     entries: IndexMap<String, watch::Sender<CommandResult>>,
     idempotency: HashMap<String, String>,
+    limit: usize,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self { entries: IndexMap::new(), idempotency: HashMap::new(), limit: DEFAULT_HISTORY_SIZE }
+    }
 }
 
 impl History {
+    /// Drop the oldest finished results beyond the limit; running ones always stay.
+    fn prune(&mut self) {
+        let mut excess = self.entries.len().saturating_sub(self.limit.max(1));
+        if excess == 0 {
+            return;
+        }
+        let newest = self.entries.last().map(|(id, _)| id.clone());
+        let mut dropped = Vec::new();
+        self.entries.retain(|id, tx| {
+            if excess > 0 && Some(id) != newest.as_ref() && tx.borrow().command_status.is_done() {
+                excess -= 1;
+                dropped.push(id.clone());
+                false
+            } else {
+                true
+            }
+        });
+        if !dropped.is_empty() {
+            self.idempotency.retain(|_, id| !dropped.contains(id));
+        }
+    }
+
     fn last_running(&self) -> Option<String> {
         let (_, last) = self.entries.last()?;
         let r = last.borrow();
@@ -280,6 +314,13 @@ impl CommandDispatcher {
         }
     }
 
+    /// Keep at most `size` finished results (at least 1); results still running are never
+    /// dropped.
+    pub fn with_history_size(self, size: usize) -> Self {
+        self.history.lock().unwrap_or_else(|p| p.into_inner()).limit = size.max(1);
+        self
+    }
+
     fn record(&self, result: &CommandResult, key: Option<&str>) -> watch::Sender<CommandResult> {
         let (tx, _) = watch::channel(result.clone());
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
@@ -287,6 +328,7 @@ impl CommandDispatcher {
         if let Some(k) = key {
             h.idempotency.insert(k.to_string(), result.id.clone());
         }
+        h.prune();
         tx
     }
 
@@ -576,6 +618,46 @@ mod tests {
         }
         let listed: Vec<_> = d.list().await.into_iter().map(|r| r.id).collect();
         assert_eq!(listed, ids);
+    }
+
+    #[tokio::test]
+    async fn history_keeps_only_the_last_n_results_and_the_running_one() {
+        let (d, gate, _) = dispatcher();
+        let d = d.with_history_size(3);
+        let mut ids = Vec::new();
+        for i in 0..10 {
+            let r = d.execute(req("test.echo", json!({"value": i.to_string()}))).await.unwrap();
+            ids.push(r.id);
+        }
+        let listed: Vec<_> = d.list().await.into_iter().map(|r| r.id).collect();
+        assert_eq!(listed, ids[7..]);
+        assert!(d.get(&ids[0]).await.is_none(), "the oldest result was dropped");
+        assert!(d.get(&ids[9]).await.is_some());
+        // A running command is kept (and stays the last entry for the busy rule).
+        let slow = d.execute(req("test.slow", json!({}))).await.unwrap();
+        let listed: Vec<_> = d.list().await.into_iter().map(|r| r.id).collect();
+        assert_eq!(listed, [ids[8].clone(), ids[9].clone(), slow.id.clone()]);
+        assert!(d.execute(req("test.echo", json!({}))).await.is_err(), "still busy");
+        gate.add_permits(1);
+        assert_eq!(d.wait(&slow.id).await.unwrap().command_status, CommandStatus::Succeeded);
+    }
+
+    #[tokio::test]
+    async fn a_huge_unknown_parameter_name_is_clipped_in_the_recorded_error() {
+        let (d, _, _) = dispatcher();
+        let name = "x".repeat(8 << 20);
+        let mut params = Params::new();
+        params.insert(name.clone(), json!(1));
+        let r = d
+            .execute(CommandRequest { name: "test.echo".into(), params, idempotency_key: None })
+            .await
+            .unwrap();
+        let e = r.command_error.unwrap();
+        assert_eq!(e.kind, "TypeError");
+        assert!(e.details.len() < 1024, "{} bytes kept", e.details.len());
+        assert!(e.details.contains("bytes cut"), "{}", &e.details[..200]);
+        let kept = serde_json::to_string(&d.list().await).unwrap().len();
+        assert!(kept < 4096, "the history holds {kept} bytes for one failed command");
     }
 
     #[tokio::test]

@@ -24,7 +24,34 @@ pub struct ErrorBody {
     pub details: String,
 }
 
+/// `s` cut to at most `max` bytes (on a character boundary), with what was cut said in the
+/// text: echoed user input and tool output must not grow what the agent keeps without bound.
+pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes cut)", &s[..end], s.len() - end))
+}
+
+/// Longest `message` / `details` kept in a recorded error.
+pub const MAX_ERROR_TEXT: usize = 16 * 1024;
+
 impl ErrorBody {
+    /// The same error with `message` and `details` clipped to [`MAX_ERROR_TEXT`].
+    pub fn bounded(mut self) -> Self {
+        if self.message.len() > MAX_ERROR_TEXT {
+            self.message = clip(&self.message, MAX_ERROR_TEXT).into_owned();
+        }
+        if self.details.len() > MAX_ERROR_TEXT {
+            self.details = clip(&self.details, MAX_ERROR_TEXT).into_owned();
+        }
+        self
+    }
+
     /// IPA's `str(e)`: `"<message>: <details>"`, used as the REST `faultstring`.
     pub fn faultstring(&self) -> String {
         format!("{}: {}", self.message, self.details)

@@ -34,6 +34,7 @@ pub mod hardware;
 pub mod lookup;
 pub mod os;
 pub mod registry;
+pub mod secret;
 pub mod services;
 pub mod transport;
 

@@ -329,7 +329,7 @@ impl AgentServices {
         runner: Arc<dyn CommandRunner>,
         power: Arc<dyn PowerController>,
     ) -> Arc<Self> {
-        let token = TokenStore::new(config.agent_token.clone());
+        let token = TokenStore::new(config.agent_token.as_ref().map(|t| t.expose().to_string()));
         let control = AgentControl::new(config.standalone);
         Arc::new(Self {
             config: Arc::new(config),

@@ -368,7 +368,8 @@ async fn sandbox_runner_refusal_is_a_clear_error_not_a_panic() {
     let sb = tempfile::tempdir().unwrap();
     let p = disk(sb.path(), "sda", 2 * MIB, 0x33);
     let inner = FakeRunner::new();
-    let e = eraser(sb.path(), Arc::new(SandboxRunner::new(inner.clone())), true, json!({}));
+    let e =
+        eraser(sb.path(), Arc::new(SandboxRunner::new(inner.clone(), sb.path())), true, json!({}));
     let err = erase(&e, "/dev/sda").await.unwrap_err();
     assert!(err.to_string().contains("sandbox: refusing hdparm on real device /dev/sda"), "{err}");
     assert!(inner.calls().is_empty(), "never reached the real runner");

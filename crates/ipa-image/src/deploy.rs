@@ -63,7 +63,10 @@ pub fn http_options(s: &AgentServices, info: &ImageInfo) -> Result<HttpOptions> 
             info.auth_strategy.clone().unwrap_or_else(|| c.image_server_auth_strategy.clone());
         if strategy == "http_basic" {
             let user = info.user.clone().or_else(|| c.image_server_user.clone());
-            let pass = info.password.clone().or_else(|| c.image_server_password.clone());
+            let pass = info
+                .password
+                .clone()
+                .or_else(|| c.image_server_password.as_ref().map(|p| p.expose().to_string()));
             match (user, pass) {
                 (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => {
                     let t = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));

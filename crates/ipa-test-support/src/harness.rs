@@ -125,12 +125,15 @@ impl Harness {
         list.extend(extra);
         let set = Arc::new(ExtensionSet::new(list));
         services.set_extensions(&set);
-        let dispatcher = Arc::new(CommandDispatcher::new(
-            set,
-            services.events.clone(),
-            services.token.clone(),
-            services.status.clone(),
-        ));
+        let dispatcher = Arc::new(
+            CommandDispatcher::new(
+                set,
+                services.events.clone(),
+                services.token.clone(),
+                services.status.clone(),
+            )
+            .with_history_size(services.config.command_history_size),
+        );
         Self {
             dispatcher,
             gate,

@@ -140,7 +140,7 @@ pub struct AmqpConfig {
     pub username: Option<String>,
     /// Password (overrides the URL's). Prefer `password_file`.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<ipa_core::secret::Secret>,
     /// File holding the password. Kernel: `ipa-amqp-password-file`.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -260,7 +260,7 @@ impl AmqpConfig {
             uri.authority.userinfo.username = u.clone();
         }
         if let Some(p) = &self.password {
-            uri.authority.userinfo.password = p.clone();
+            uri.authority.userinfo.password = p.expose().to_string();
         }
         if let Some(path) = &self.password_file {
             let p = std::fs::read_to_string(path)

@@ -214,7 +214,7 @@ mod tests {
         ))
         .merge(KernelCmdline::from_str("ipa-agent-token=12345678901234567890", &[]));
         let c: AgentConfig = fig.extract().unwrap();
-        assert_eq!(c.agent_token.as_deref(), Some("12345678901234567890"));
+        assert_eq!(c.agent_token.as_ref().map(|t| t.expose()), Some("12345678901234567890"));
     }
 
     /// Every kernel parameter Ironic (PXE, iPXE, inspection, virtual media) and Metal3 set, and

@@ -21,6 +21,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::secret::Secret;
+
 pub use cmdline::{KernelCmdline, parse_cmdline};
 
 /// oslo's strict boolean parsing: `1/t/true/on/y/yes` and `0/f/false/off/n/no`, any case.
@@ -98,6 +100,7 @@ defaults! {
     d_ip_sleep: u64 = 10;
     d_lookup_timeout: u64 = 600;
     d_lookup_interval: u64 = 1;
+    d_history: usize = crate::dispatcher::DEFAULT_HISTORY_SIZE;
     d_http_timeout: u64 = 30;
     d_disk_wait_attempts: u32 = 10;
     d_disk_wait_delay: u64 = 3;
@@ -127,9 +130,9 @@ pub struct AgentConfig {
     /// Ironic API microversion to assume instead of discovering it.
     #[serde(default, deserialize_with = "lenient_opt_string")]
     pub ironic_api_version: Option<String>,
-    /// Pre-shared agent token (virtual media boots: `ipa-agent-token`).
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub agent_token: Option<String>,
+    /// Pre-shared agent token (virtual media boots: `ipa-agent-token`). Never printed.
+    #[serde(default, deserialize_with = "crate::secret::lenient_opt_secret")]
+    pub agent_token: Option<Secret>,
     /// Run without Ironic: no lookup/heartbeat; the token comes from configuration.
     #[serde(default, deserialize_with = "lenient_bool")]
     pub standalone: bool,
@@ -139,6 +142,11 @@ pub struct AgentConfig {
     /// Minimum seconds between lookup attempts (random exponential backoff up to 60 s).
     #[serde(default = "d_lookup_interval")]
     pub lookup_interval: u64,
+    /// Command results kept in the history (`GET /v1/commands/`): the last this many, plus
+    /// the one still running. IPA keeps every result for the life of the process; Ironic only
+    /// reads the latest ones. Not an IPA option.
+    #[serde(default = "d_history")]
+    pub command_history_size: usize,
     /// Timeout for each request to Ironic and to the inspection endpoint.
     #[serde(default = "d_http_timeout")]
     pub http_request_timeout: u64,
@@ -265,9 +273,9 @@ pub struct AgentConfig {
     /// Basic-auth user for image servers.
     #[serde(default, deserialize_with = "lenient_opt_string")]
     pub image_server_user: Option<String>,
-    /// Basic-auth password for image servers (secret).
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub image_server_password: Option<String>,
+    /// Basic-auth password for image servers. Never printed.
+    #[serde(default, deserialize_with = "crate::secret::lenient_opt_secret")]
+    pub image_server_password: Option<Secret>,
     /// Accept 32-character (MD5) legacy checksums.
     #[serde(default = "d_true", deserialize_with = "lenient_bool")]
     pub md5_enabled: bool,

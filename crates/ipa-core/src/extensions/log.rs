@@ -1,9 +1,9 @@
 //! `log.collect_system_logs` (spec §8.1): a gzipped tar, base64-encoded, of every hardware
 //! manager's log files plus the output of a few system commands (journal, dmesg, …) run through
 //! the command runner. Commands that fail or are absent are left out. The agent token never
-//! appears in the archive: every occurrence is masked before a member is added.
+//! appears in the archive: every occurrence is masked before a member is added. In sandbox mode
+//! the host's commands are not run: the archive holds the managers' files and a `sandbox` note.
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -83,7 +83,18 @@ impl LogExtension {
                 Err(e) => tracing::warn!(error = %e, "hardware managers gave no log files"),
             }
         }
-        for (name, program, args) in COMMAND_MEMBERS {
+        if s.mode.is_sandbox() {
+            // The host is not the machine being driven: its journal, mounts, disks and
+            // addresses are none of the caller's business.
+            files.push(LogFile {
+                name: "sandbox".into(),
+                data: b"sandbox mode: the host's journal, dmesg, df, mount, ps, lsblk and \
+                        addresses are not collected\n"
+                    .to_vec(),
+            });
+        }
+        let host_commands = if s.mode.is_sandbox() { &[][..] } else { COMMAND_MEMBERS };
+        for (name, program, args) in host_commands {
             let req = ExecRequest::new(*program, args.iter().copied()).timeout(COMMAND_TIMEOUT);
             match s.runner.run(req).await {
                 Ok(out) if out.success() => {
@@ -141,56 +152,20 @@ fn replace_all(data: &[u8], needle: Option<&[u8]>, with: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A POSIX ustar header for a regular file.
-fn tar_header(name: &str, size: u64, mtime: u64) -> [u8; 512] {
-    let mut h = [0u8; 512];
-    let name = name.as_bytes();
-    let (prefix, base) = if name.len() <= 100 {
-        (&b""[..], name)
-    } else {
-        // Split at a '/' so that base ≤ 100 and prefix ≤ 155; else truncate the base.
-        match name
-            .iter()
-            .rposition(|&c| c == b'/')
-            .filter(|&p| p <= 155 && name.len() - p - 1 <= 100)
-        {
-            Some(p) => (&name[..p], &name[p + 1..]),
-            None => (&b""[..], &name[name.len() - 100..]),
-        }
-    };
-    h[..base.len()].copy_from_slice(base);
-    let octal = |h: &mut [u8; 512], at: usize, len: usize, v: u64| {
-        let s = format!("{v:0w$o}\0", w = len - 1);
-        h[at..at + len].copy_from_slice(s.as_bytes());
-    };
-    octal(&mut h, 100, 8, 0o644);
-    octal(&mut h, 108, 8, 0);
-    octal(&mut h, 116, 8, 0);
-    octal(&mut h, 124, 12, size);
-    octal(&mut h, 136, 12, mtime);
-    h[156] = b'0';
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[345..345 + prefix.len()].copy_from_slice(prefix);
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    let s = format!("{sum:06o}\0 ");
-    h[148..156].copy_from_slice(s.as_bytes());
-    h
-}
-
-/// A gzipped tar of `files`.
+/// A gzipped tar of `files` (the `tar` crate; GNU long-name records for names over 100 bytes).
 pub fn tar_gz(files: &[LogFile]) -> std::io::Result<Vec<u8>> {
     let mtime = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
     for f in files {
-        gz.write_all(&tar_header(&f.name, f.data.len() as u64, mtime))?;
-        gz.write_all(&f.data)?;
-        let pad = (512 - f.data.len() % 512) % 512;
-        gz.write_all(&vec![0u8; pad])?;
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(f.data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(mtime);
+        tar.append_data(&mut h, &f.name, f.data.as_slice())?;
     }
-    gz.write_all(&[0u8; 1024])?;
-    gz.finish()
+    tar.into_inner()?.finish()
 }
 
 #[async_trait]
@@ -256,27 +231,17 @@ mod tests {
         }
     }
 
-    /// Untar (plain ustar as written above) into (name, contents).
+    /// Untar into (name, contents).
     fn untar(b64: &str) -> Vec<(String, String)> {
         let gz = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
-        let mut tar = Vec::new();
-        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut tar).unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&gz[..]));
         let mut out = Vec::new();
-        let mut at = 0;
-        while at + 512 <= tar.len() && tar[at] != 0 {
-            let h = &tar[at..at + 512];
-            let sum: u32 =
-                h[..148].iter().chain(&[b' '; 8]).chain(&h[156..]).map(|&b| u32::from(b)).sum();
-            let stored =
-                u32::from_str_radix(std::str::from_utf8(&h[148..154]).unwrap(), 8).unwrap();
-            assert_eq!(sum, stored, "header checksum");
-            assert_eq!(&h[257..263], b"ustar\0");
-            let name = String::from_utf8_lossy(&h[..100]).trim_end_matches('\0').to_string();
-            let size =
-                usize::from_str_radix(std::str::from_utf8(&h[124..135]).unwrap(), 8).unwrap();
-            let data = String::from_utf8_lossy(&tar[at + 512..at + 512 + size]).to_string();
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let mut data = String::new();
+            e.read_to_string(&mut data).unwrap();
             out.push((name, data));
-            at += 512 + size.div_ceil(512) * 512;
         }
         out
     }
@@ -294,10 +259,11 @@ mod tests {
             )))],
         );
         runner.on("dmesg", &[], [FakeResponse::Output(ExecOutput::failed(1, "denied"))]);
+        // Real mode over a fake runner: the host commands are asked for.
         let s = AgentServices::new(
             AgentConfig::default(),
             figment::Figment::new(),
-            RunMode::Sandbox { dir: dir.path().to_path_buf() },
+            RunMode::Real,
             Arc::new(runner.clone()),
             Arc::new(RecordingPower::new(dir.path().join("power.log"))),
         );
@@ -333,12 +299,49 @@ mod tests {
         assert_eq!(members.iter().find(|m| m.0 == "steps.log").unwrap().1, "step one\n");
     }
 
+    #[tokio::test]
+    async fn in_sandbox_mode_the_hosts_logs_are_not_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = FakeRunner::new();
+        let s = AgentServices::new(
+            AgentConfig::default(),
+            figment::Figment::new(),
+            RunMode::Sandbox { dir: dir.path().to_path_buf() },
+            Arc::new(runner.clone()),
+            Arc::new(RecordingPower::new(dir.path().join("power.log"))),
+        );
+        let hw = Arc::new(HardwareManagers::from_ranked(vec![RankedManager {
+            manager: Arc::new(Mgr("sim", Some("sim log\n"))) as Arc<dyn HardwareManager>,
+            support: HardwareSupport::GENERIC,
+        }]));
+        s.set_hardware(&hw);
+        let v = LogExtension::new(s.clone())
+            .execute("collect_system_logs", Params::new(), CommandContext::detached("log"))
+            .await
+            .unwrap();
+        let names: Vec<String> =
+            untar(v["system_logs"].as_str().unwrap()).into_iter().map(|m| m.0).collect();
+        assert_eq!(names, ["steps.log", "sandbox"]);
+        assert!(runner.calls().is_empty(), "ran {:?}", runner.command_lines());
+    }
+
     #[test]
-    fn long_names_use_the_ustar_prefix() {
-        let name = format!("{}/{}", "d".repeat(120), "f".repeat(50));
-        let h = tar_header(&name, 3, 0);
-        assert_eq!(&h[..50], "f".repeat(50).as_bytes());
-        assert_eq!(&h[345..465], "d".repeat(120).as_bytes());
+    fn long_names_survive_the_archive_whole() {
+        let names = [
+            format!("{}/{}", "d".repeat(120), "f".repeat(50)),
+            // One component longer than a ustar name field: the old writer cut it.
+            format!("mgr/{}.log", "n".repeat(180)),
+            "short".to_string(),
+        ];
+        let files: Vec<LogFile> = names
+            .iter()
+            .map(|n| LogFile { name: n.clone(), data: n.len().to_string().into_bytes() })
+            .collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(tar_gz(&files).unwrap());
+        let got = untar(&b64);
+        let want: Vec<(String, String)> =
+            names.iter().map(|n| (n.clone(), n.len().to_string())).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -190,101 +190,212 @@ impl CommandRunner for SystemRunner {
     }
 }
 
-/// Programs that change disks, boot entries, RAID, firmware or power state.
-pub const DESTRUCTIVE_PROGRAMS: &[&str] = &[
-    "dd",
-    "sgdisk",
-    "sfdisk",
-    "parted",
-    "partprobe",
-    "wipefs",
-    "mkfs",
-    "mkfs.vfat",
-    "mkfs.ext4",
-    "mkfs.xfs",
-    "mkswap",
-    "mdadm",
-    "efibootmgr",
-    "grub-install",
-    "grub2-install",
-    "nvme",
-    "hdparm",
-    "shred",
-    "blkdiscard",
-    "blockdev",
-    "qemu-img",
-    "reboot",
-    "poweroff",
-    "shutdown",
-    "halt",
-    "ipmitool",
-    "mstflint",
-    "mlxconfig",
-    "flint",
-    "kexec",
-    "hwclock",
-    "ip",
+/// How the sandbox judges one program.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    /// Reads the machine, changes nothing, whatever the arguments.
+    ReadOnly,
+    /// Allowed only when the first arguments are one of these (read-only sub-commands).
+    Subcommands(&'static [&'static [&'static str]]),
+    /// `ip`: allowed unless an argument is a verb that changes the network.
+    IpShow,
+    /// Operates on files: allowed only when it names a path inside the sandbox and every
+    /// absolute path it names is inside the sandbox (no `/dev/` but the pseudo-devices).
+    SandboxFiles,
+}
+
+/// The sandbox's allow-list: every program the agent and its managers run, with the rule under
+/// which it may run in sandbox mode. Anything not listed is refused and recorded; so is a
+/// listed program whose arguments break its rule. Power, boot-entry and container tools are
+/// deliberately absent (a version probe is all they get).
+pub const SANDBOX_ALLOW_LIST: &[(&str, &str)] = &[
+    ("lsblk", "read-only"),
+    ("ipmitool", "lan print, lan6 print, mc info, fru print"),
+    ("ip", "show/get forms only"),
+    ("udevadm", "settle, info"),
+    ("nvme", "list, version, or on sandbox files"),
+    ("smartctl, hdparm", "on sandbox files"),
+    (
+        "sgdisk, sfdisk, parted, partprobe, wipefs, mkfs[.*], mkswap, mkdosfs, dd, shred, \
+         blkdiscard, qemu-img, mcopy, mmd, mformat, xorriso, genisoimage, mkisofs, fio, \
+         mstflint -i",
+        "on sandbox files",
+    ),
+    ("any program above, podman, docker, mstconfig, mdadm, efibootmgr", "--version alone"),
 ];
 
-/// The sandbox runner: defense in depth around a real runner. A destructive program (see
-/// [`DESTRUCTIVE_PROGRAMS`]) is refused if any argument names something under `/dev/` (other
-/// than `/dev/null`, `/dev/zero`, `/dev/urandom`), or if it is a power or boot-entry tool at all;
-/// everything else runs. Managers already map devices to sandbox files; this guard makes a bug
-/// there fail loudly instead of touching the real machine.
+fn rule_for(prog: &str) -> Option<Rule> {
+    const SUB_IPMI: &[&[&str]] =
+        &[&["lan", "print"], &["lan6", "print"], &["mc", "info"], &["fru", "print"]];
+    const SUB_UDEV: &[&[&str]] = &[&["settle"], &["info"]];
+    Some(match prog {
+        "lsblk" => Rule::ReadOnly,
+        "ipmitool" => Rule::Subcommands(SUB_IPMI),
+        "ip" => Rule::IpShow,
+        "udevadm" => Rule::Subcommands(SUB_UDEV),
+        "nvme" | "smartctl" | "hdparm" | "sgdisk" | "sfdisk" | "parted" | "partprobe"
+        | "wipefs" | "mkswap" | "mkdosfs" | "dd" | "shred" | "blkdiscard" | "qemu-img"
+        | "mcopy" | "mmd" | "mformat" | "xorriso" | "genisoimage" | "mkisofs" | "fio"
+        | "mstflint" => Rule::SandboxFiles,
+        p if p == "mkfs" || p.starts_with("mkfs.") => Rule::SandboxFiles,
+        _ => return None,
+    })
+}
+
+/// Programs that may answer a lone `--version` in the sandbox (inventory and support probes).
+const VERSION_PROBES: &[&str] =
+    &["podman", "docker", "mstconfig", "mlxconfig", "mdadm", "efibootmgr"];
+
+/// Pseudo-devices any tool may name.
+const SAFE_DEVICES: &[&str] =
+    &["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/stdin", "/dev/stdout"];
+
+/// Arguments that carry a secret in the next argument (masked in the refusal record).
+const SECRET_FLAGS: &[&str] =
+    &["-P", "-p", "--password", "--security-unlock", "--security-set-pass", "-k", "-K"];
+
+/// The sandbox runner: an **allow-list** around a real runner (see [`SANDBOX_ALLOW_LIST`]).
+/// A refused command never reaches the inner runner: it is logged, recorded (in memory and in
+/// `<sandbox>/refused-commands.log`) and answered with exit status 126 and the reason.
 #[derive(Debug, Clone)]
 pub struct SandboxRunner<R> {
     inner: R,
+    dir: std::path::PathBuf,
+    refused: Arc<Mutex<Vec<String>>>,
 }
 
 impl<R> SandboxRunner<R> {
-    /// Wrap `inner`.
-    pub fn new(inner: R) -> Self {
-        Self { inner }
+    /// Wrap `inner` for the sandbox rooted at `dir`.
+    pub fn new(inner: R, dir: impl Into<std::path::PathBuf>) -> Self {
+        Self { inner, dir: dir.into(), refused: Arc::default() }
+    }
+
+    /// Command lines refused so far (secrets masked), oldest first.
+    pub fn refused(&self) -> Vec<String> {
+        self.refused.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn record(&self, req: &ExecRequest, reason: &str) {
+        let mut line = vec![req.program.clone()];
+        let mut mask_next = false;
+        for a in &req.args {
+            line.push(if mask_next { "***".to_string() } else { a.clone() });
+            mask_next = SECRET_FLAGS.contains(&a.as_str());
+        }
+        let line = line.join(" ");
+        tracing::error!(command = %line, "{reason}");
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("refused-commands.log"))
+        {
+            use std::io::Write as _;
+            let _ = writeln!(f, "{line}\t{reason}");
+        }
+        let mut g = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        if g.len() < 1000 {
+            g.push(line);
+        }
+    }
+
+    /// Why `req` may not run in the sandbox, or `None` when it may.
+    pub fn refusal(&self, req: &ExecRequest) -> Option<String> {
+        let prog = std::path::Path::new(&req.program)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(&req.program);
+        let args: Vec<&str> = req.args.iter().map(String::as_str).collect();
+        let version_probe = matches!(args.as_slice(), ["--version"] | ["version"] | ["-V"]);
+        let Some(rule) = rule_for(prog) else {
+            if version_probe && VERSION_PROBES.contains(&prog) {
+                return None;
+            }
+            return Some(format!("sandbox: refusing {prog}: not on the sandbox allow-list"));
+        };
+        if version_probe {
+            return None;
+        }
+        match rule {
+            Rule::ReadOnly => None,
+            Rule::Subcommands(allowed) => {
+                let ok =
+                    allowed.iter().any(|sub| args.len() >= sub.len() && args[..sub.len()] == **sub);
+                (!ok).then(|| {
+                    format!("sandbox: refusing {prog} {}: not a read-only form", args.join(" "))
+                })
+            }
+            Rule::IpShow => {
+                const CHANGES: &[&str] = &[
+                    "set", "add", "del", "delete", "flush", "change", "replace", "append",
+                    "prepend", "restore", "up", "down", "exec",
+                ];
+                args.iter()
+                    .any(|a| CHANGES.contains(a))
+                    .then(|| "sandbox: refusing to reconfigure network interfaces".to_string())
+            }
+            Rule::SandboxFiles => self.files_refusal(prog, &args),
+        }
+    }
+
+    fn files_refusal(&self, prog: &str, args: &[&str]) -> Option<String> {
+        if prog == "nvme" && matches!(args.first(), Some(&"list") | Some(&"version")) {
+            return None;
+        }
+        if let Some(pci) = args.iter().find(|a| is_pci_address(a)) {
+            return Some(format!("sandbox: refusing {prog} on real PCI device {pci}"));
+        }
+        let mut inside = false;
+        for a in args {
+            for part in a.split(['=', ',']) {
+                if !part.starts_with('/') {
+                    continue;
+                }
+                if part.starts_with("/dev/") {
+                    if SAFE_DEVICES.contains(&part) {
+                        continue;
+                    }
+                    return Some(format!("sandbox: refusing {prog} on real device {part}"));
+                }
+                if !within(&self.dir, part) {
+                    return Some(format!(
+                        "sandbox: refusing {prog}: {part} is outside the sandbox"
+                    ));
+                }
+                inside = true;
+            }
+        }
+        (!inside).then(|| format!("sandbox: refusing {prog}: it names no file inside the sandbox"))
     }
 }
 
-fn refused_in_sandbox(req: &ExecRequest) -> Option<String> {
-    let prog = std::path::Path::new(&req.program)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or(&req.program);
-    if !DESTRUCTIVE_PROGRAMS.contains(&prog) {
-        return None;
+/// `0000:03:00.0` or `03:00.0`: a PCI device, as firmware tools take them.
+fn is_pci_address(a: &str) -> bool {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let Some((head, func)) = a.rsplit_once('.') else { return false };
+    if !(func.len() == 1 && func.bytes().all(|b| (b'0'..=b'7').contains(&b))) {
+        return false;
     }
-    if matches!(
-        prog,
-        "reboot"
-            | "poweroff"
-            | "shutdown"
-            | "halt"
-            | "kexec"
-            | "efibootmgr"
-            | "grub-install"
-            | "grub2-install"
-            | "hwclock"
-    ) {
-        return Some(format!("sandbox: refusing to run {prog}"));
+    match head.split(':').collect::<Vec<_>>().as_slice() {
+        [bus, dev] => hex(bus, 2) && hex(dev, 2),
+        [dom, bus, dev] => hex(dom, 4) && hex(bus, 2) && hex(dev, 2),
+        _ => false,
     }
-    if prog == "ipmitool" && req.args.iter().any(|a| a == "power" || a == "chassis" || a == "raw") {
-        return Some("sandbox: refusing ipmitool power/chassis/raw commands".into());
+}
+
+/// Whether `path` is `dir` or below it, lexically (`..` never escapes: it is refused).
+fn within(dir: &std::path::Path, path: &str) -> bool {
+    let p = std::path::Path::new(path);
+    if p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return false;
     }
-    if prog == "ip" && !req.args.first().is_some_and(|a| a == "route" || a == "-j" || a == "addr") {
-        return Some("sandbox: refusing to reconfigure network interfaces".into());
-    }
-    let safe =
-        ["/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/stdin", "/dev/stdout"];
-    req.args
-        .iter()
-        .flat_map(|a| a.split('=').map(str::to_string).collect::<Vec<_>>())
-        .find(|a| a.starts_with("/dev/") && !safe.contains(&a.as_str()))
-        .map(|dev| format!("sandbox: refusing {prog} on real device {dev}"))
+    p.starts_with(dir)
 }
 
 #[async_trait]
 impl<R: CommandRunner> CommandRunner for SandboxRunner<R> {
     async fn run(&self, request: ExecRequest) -> Result<ExecOutput, ExecError> {
-        if let Some(reason) = refused_in_sandbox(&request) {
-            tracing::error!(command = %request.program, "{reason}");
+        if let Some(reason) = self.refusal(&request) {
+            self.record(&request, &reason);
             return Ok(ExecOutput::failed(126, reason));
         }
         self.inner.run(request).await
@@ -435,32 +546,63 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn sandbox_runner_refuses_destructive_tools_on_real_devices() {
+    async fn sandbox_runner_is_an_allow_list_and_records_what_it_refuses() {
+        let sb = tempfile::tempdir().unwrap();
+        let disk = sb.path().join("disks/sda");
+        let disk = disk.to_str().unwrap();
         let inner = FakeRunner::new();
-        let r = SandboxRunner::new(inner.clone());
-        for (prog, args) in [
+        let r = SandboxRunner::new(inner.clone(), sb.path());
+        let of = format!("of={disk}");
+        let refused: Vec<(&str, Vec<&str>)> = vec![
             ("sgdisk", vec!["-Z", "/dev/sda"]),
             ("dd", vec!["if=/dev/zero", "of=/dev/nvme0n1", "bs=1M"]),
             ("/usr/sbin/wipefs", vec!["--all", "/dev/vda"]),
+            ("sgdisk", vec!["-Z", "/etc/passwd"]),
+            ("sgdisk", vec!["-Z", "relative.img"]),
             ("efibootmgr", vec!["-v"]),
             ("reboot", vec![]),
             ("ipmitool", vec!["chassis", "power", "off"]),
+            ("ipmitool", vec!["-I", "lanplus", "raw", "0x06", "0x02"]),
             ("ip", vec!["link", "set", "eth0", "down"]),
-        ] {
-            let o = r.run(ExecRequest::new(prog, args.clone())).await.unwrap();
+            // The holes the blocklist had: the tool the manager really runs, PCI addresses,
+            // container runtimes, and anything nobody thought of.
+            ("mstconfig", vec!["-d", "0000:03:00.0", "-y", "set", "SRIOV_EN=1"]),
+            ("mstflint", vec!["-d", "0000:03:00.0", "-i", "/tmp/fw.bin", "burn"]),
+            ("mstflint", vec!["-d", "0000:03:00.0", "-qq", "query"]),
+            ("mstflint", vec!["-d", "03:00.0", "-i", disk, "burn"]),
+            ("podman", vec!["run", "--privileged", "quay.io/x/y"]),
+            ("docker", vec!["pull", "x"]),
+            ("rm", vec!["-rf", "/"]),
+            ("sh", vec!["-c", "echo hi"]),
+            ("hdparm", vec!["--user-master", "u", "--security-unlock", "hunter2", "/dev/sda"]),
+        ];
+        for (prog, args) in &refused {
+            let o = r.run(ExecRequest::new(*prog, args.clone())).await.unwrap();
             assert_eq!(o.status, 126, "{prog} {args:?} must be refused");
+            assert!(o.stderr.starts_with("sandbox: refusing"), "{}", o.stderr);
         }
-        for (prog, args) in [
-            ("sgdisk", vec!["-Z", "/tmp/sb/disks/sda"]),
-            ("dd", vec!["if=/dev/zero", "of=/tmp/sb/disks/sda", "count=1"]),
+        let allowed: Vec<(&str, Vec<&str>)> = vec![
+            ("sgdisk", vec!["-Z", disk]),
+            ("dd", vec!["if=/dev/zero", of.as_str(), "count=1"]),
+            ("mkfs.vfat", vec!["-n", "ESP", disk]),
             ("lsblk", vec!["/dev/sda"]),
             ("ipmitool", vec!["lan", "print", "1"]),
             ("ip", vec!["route", "get", "10.0.0.1"]),
-        ] {
-            let o = r.run(ExecRequest::new(prog, args.clone())).await.unwrap();
-            assert_eq!(o.status, 0, "{prog} {args:?} must pass through");
+            ("ip", vec!["-j", "addr", "show"]),
+            ("podman", vec!["--version"]),
+            ("udevadm", vec!["settle"]),
+        ];
+        for (prog, args) in &allowed {
+            let o = r.run(ExecRequest::new(*prog, args.clone())).await.unwrap();
+            assert_eq!(o.status, 0, "{prog} {args:?} must pass through: {}", o.stderr);
         }
-        assert_eq!(inner.calls().len(), 5, "refused commands never reach the real runner");
+        assert_eq!(inner.calls().len(), allowed.len(), "refused commands never reach the runner");
+        let record = r.refused();
+        assert_eq!(record.len(), refused.len());
+        assert!(record.iter().any(|l| l.starts_with("mstconfig -d 0000:03:00.0")), "{record:?}");
+        let log = std::fs::read_to_string(sb.path().join("refused-commands.log")).unwrap();
+        assert_eq!(log.lines().count(), refused.len());
+        assert!(!log.contains("hunter2") && log.contains("--security-unlock ***"), "{log}");
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@ mod command;
 mod power;
 
 pub use command::{
-    CommandRunner, DESTRUCTIVE_PROGRAMS, ExecError, ExecOutput, ExecRequest, FakeResponse,
-    FakeRunner, SandboxRunner, SystemRunner,
+    CommandRunner, ExecError, ExecOutput, ExecRequest, FakeResponse, FakeRunner,
+    SANDBOX_ALLOW_LIST, SandboxRunner, SystemRunner,
 };
 pub use power::{PowerAction, PowerController, PowerRecord, RecordingPower, SystemPower};
