@@ -138,6 +138,16 @@ pub struct Collected {
     pub body: Bytes,
 }
 
+/// What one request on one connection needs.
+struct Hop<'a> {
+    method: &'a Method,
+    url: &'a str,
+    target: &'a Target,
+    headers: &'a HeaderMap,
+    authorization: Option<&'a str>,
+    body: &'a Bytes,
+}
+
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
@@ -188,7 +198,15 @@ impl HttpClient {
         let mut hops = 0;
         loop {
             let auth = if target.same_origin(&first) { credentials.as_deref() } else { None };
-            let resp = self.exchange(&method, &url, &target, &req.headers, auth, &body).await?;
+            let hop = Hop {
+                method: &method,
+                url: &url,
+                target: &target,
+                headers: &req.headers,
+                authorization: auth,
+                body: &body,
+            };
+            let resp = self.exchange(hop).await?;
             let status = resp.status();
             let location = resp
                 .headers()
@@ -271,34 +289,18 @@ impl HttpClient {
         Target::parse(proxy).ok()
     }
 
-    async fn exchange(
-        &self,
-        method: &Method,
-        url: &str,
-        target: &Target,
-        headers: &HeaderMap,
-        authorization: Option<&str>,
-        body: &Bytes,
-    ) -> Result<Response<Incoming>, HttpError> {
+    /// One hop, bounded by the client's timeout.
+    async fn exchange(&self, hop: Hop<'_>) -> Result<Response<Incoming>, HttpError> {
         let secs = self.settings.timeout.as_secs();
-        let work = self.exchange_inner(method, url, target, headers, authorization, body);
-        match tokio::time::timeout(self.settings.timeout, work).await {
+        let (method, url) = (hop.method.to_string(), redact(hop.url));
+        match tokio::time::timeout(self.settings.timeout, self.exchange_inner(hop)).await {
             Ok(r) => r,
-            Err(_) => {
-                Err(HttpError::Timeout { method: method.to_string(), url: redact(url), secs })
-            }
+            Err(_) => Err(HttpError::Timeout { method, url, secs }),
         }
     }
 
-    async fn exchange_inner(
-        &self,
-        method: &Method,
-        url: &str,
-        target: &Target,
-        headers: &HeaderMap,
-        authorization: Option<&str>,
-        body: &Bytes,
-    ) -> Result<Response<Incoming>, HttpError> {
+    async fn exchange_inner(&self, hop: Hop<'_>) -> Result<Response<Incoming>, HttpError> {
+        let Hop { method, url, target, headers, authorization, body } = hop;
         let fail = |reason: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| {
             HttpError::Connect { method: method.to_string(), url: redact(url), reason, source }
         };

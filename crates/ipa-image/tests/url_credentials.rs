@@ -7,21 +7,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use ipa_core::error::AgentError;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const MIB: usize = 1 << 20;
 const PASSWORD: &str = "s3cr3t-Pa55";
-
-fn info(url: &str, data: &[u8]) -> Value {
-    json!({"id": "img-1", "urls": [url], "disk_format": "raw", "stream_raw_images": true,
-           "os_hash_algo": "sha256", "os_hash_value": sha256(data)})
-}
-
-async fn write(agent: &Agent, image_info: Value) -> Result<Value, AgentError> {
-    ipa_image::write_image(&agent.services, &params(json!({"image_info": image_info})), &ctx())
-        .await
-}
 
 /// `http://alice:<PASSWORD>@127.0.0.1:port/path`.
 fn with_userinfo(url: &str) -> String {

@@ -5,20 +5,9 @@ mod common;
 use std::io::Write;
 
 use common::*;
-use ipa_core::error::AgentError;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const MIB: usize = 1 << 20;
-
-fn info(url: &str, data: &[u8]) -> Value {
-    json!({"id": "img-1", "urls": [url], "disk_format": "raw", "stream_raw_images": true,
-           "os_hash_algo": "sha256", "os_hash_value": sha256(data)})
-}
-
-async fn write(agent: &Agent, image_info: Value) -> Result<Value, AgentError> {
-    ipa_image::write_image(&agent.services, &params(json!({"image_info": image_info})), &ctx())
-        .await
-}
 
 #[tokio::test]
 async fn raw_gpt_image_is_written_verified_and_backup_gpt_moved_to_disk_end() {

@@ -336,3 +336,23 @@ pub fn same(a: &[u8], b: &[u8]) {
         panic!("bytes differ first at offset {i}");
     }
 }
+
+/// `image_info` for a raw, streamed image `img-1` at `url` with the sha256 of `data`.
+pub fn info(url: &str, data: &[u8]) -> serde_json::Value {
+    serde_json::json!({"id": "img-1", "urls": [url], "disk_format": "raw",
+                       "stream_raw_images": true, "os_hash_algo": "sha256",
+                       "os_hash_value": sha256(data)})
+}
+
+/// `write_image` with `image_info` on the agent's disk.
+pub async fn write(
+    agent: &Agent,
+    image_info: serde_json::Value,
+) -> Result<serde_json::Value, AgentError> {
+    ipa_image::write_image(
+        &agent.services,
+        &params(serde_json::json!({"image_info": image_info})),
+        &ctx(),
+    )
+    .await
+}
