@@ -162,6 +162,14 @@ async fn fs_tool(s: &AgentServices, program: &str, args: Vec<String>) -> Result<
     Ok(())
 }
 
+/// Run blocking disk I/O (open, pwrite, fsync, partition-table reads) on tokio's blocking
+/// pool, never on an async worker: a config drive's fsync can take seconds on a real disk.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ImageError::Other(format!("disk I/O task failed: {e}")))?
+}
+
 fn open_rw(path: &Path, device: &str) -> Result<std::fs::File> {
     OpenOptions::new().read(true).write(true).open(path).map_err(|e| ImageError::Write {
         device: device.to_string(),
@@ -183,7 +191,7 @@ fn write_region(f: &std::fs::File, device: &str, r: Region, data: &[u8]) -> Resu
 }
 
 /// A partition-image layout (§6.7).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 struct Layout {
     root: Option<Region>,
     esp: Option<Region>,
@@ -328,7 +336,8 @@ pub async fn run(s: &Arc<AgentServices>, args: &Params, ctx: &CommandContext) ->
     }
     let client = Arc::new(HttpClient::new(http_options(s, &info)?)?);
     let expected = expected_checksum(&client, &info, md5_enabled(s)).await?;
-    let cd = crate::configdrive::fetch(&client, &info.id, configdrive.as_ref()).await?;
+    let cd =
+        crate::configdrive::fetch(&client, &info.id, configdrive.as_ref()).await?.map(Arc::new);
     let target = s.mode.device_path(&device);
     let disk_bytes = target_size(&target).map_err(|e| ImageError::Write {
         device: device.clone(),
@@ -360,13 +369,20 @@ pub async fn run(s: &Arc<AgentServices>, args: &Params, ctx: &CommandContext) ->
         }
         let gpt = uefi || info.disk_label.as_deref() == Some("gpt");
         let cd_mb = cd.as_ref().map(|d| (d.len() as u64).div_ceil(MIB)).unwrap_or(0);
-        let f = open_rw(&target, &device)?;
-        let layout = create_layout(&f, &device, disk_bytes, &info, uefi, gpt, cd_mb)?;
+        let layout = {
+            let (target, device, info, cd) =
+                (target.clone(), device.clone(), info.clone(), cd.clone());
+            blocking(move || {
+                let f = open_rw(&target, &device)?;
+                let layout = create_layout(&f, &device, disk_bytes, &info, uefi, gpt, cd_mb)?;
+                if let (Some(r), Some(d)) = (layout.configdrive, cd.as_ref()) {
+                    write_region(&f, &device, r, d)?;
+                }
+                Ok(layout)
+            })
+            .await?
+        };
         let root = layout.root.ok_or_else(|| ImageError::Deployment("no root partition".into()))?;
-        if let (Some(r), Some(d)) = (layout.configdrive, cd.as_ref()) {
-            write_region(&f, &device, r, d)?;
-        }
-        drop(f);
         rescan(s, &device).await;
         spec.base = root.offset;
         spec.limit = Some(root.len);
@@ -391,48 +407,63 @@ pub async fn run(s: &Arc<AgentServices>, args: &Params, ctx: &CommandContext) ->
                 .await?;
         }
         rescan(s, &device).await;
-        let f = open_rw(&target, &device)?;
-        let table = disk::read_table(&f).map_err(|e| ImageError::Deployment(e.to_string()))?;
-        let uuid_of =
-            |r: Region| disk::fs_uuid(&f, r.offset).or_else(|| disk::part_uuid(&table, r.number));
-        let mut parts = Map::new();
-        for (k, r) in [
-            ("root", layout.root),
-            ("swap", layout.swap),
-            ("ephemeral", layout.ephemeral),
-            ("configdrive", layout.configdrive),
-            ("efi system partition", layout.esp),
-            ("BIOS Boot partition", layout.bios),
-        ] {
-            if let Some(r) = r {
-                parts.insert(k.into(), json!(disk::partition_path(&device, r.number)));
+        let (target, dev) = (target.clone(), device.clone());
+        let found = blocking(move || {
+            let f = open_rw(&target, &dev)?;
+            let table = disk::read_table(&f).map_err(|e| ImageError::Deployment(e.to_string()))?;
+            let uuid_of = |r: Region| {
+                disk::fs_uuid(&f, r.offset).or_else(|| disk::part_uuid(&table, r.number))
+            };
+            let mut parts = Map::new();
+            for (k, r) in [
+                ("root", layout.root),
+                ("swap", layout.swap),
+                ("ephemeral", layout.ephemeral),
+                ("configdrive", layout.configdrive),
+                ("efi system partition", layout.esp),
+                ("BIOS Boot partition", layout.bios),
+            ] {
+                if let Some(r) = r {
+                    parts.insert(k.into(), json!(disk::partition_path(&dev, r.number)));
+                }
             }
-        }
+            Ok((parts, uuid_of(root).unwrap_or_default(), layout.esp.and_then(uuid_of)))
+        })
+        .await?;
+        let (parts, root_uuid, esp_uuid) = found;
         uuids.insert("partitions".into(), Value::Object(parts));
-        uuids.insert("root uuid".into(), json!(uuid_of(root).unwrap_or_default()));
-        if let Some(e) = layout.esp.and_then(uuid_of) {
+        uuids.insert("root uuid".into(), json!(root_uuid));
+        if let Some(e) = esp_uuid {
             uuids.insert("efi system partition uuid".into(), json!(e));
         }
     } else {
         stream_image(dl, spec, Some(ctx.clone())).await?;
-        let f = open_rw(&target, &device)?;
-        let size = target_size(&target).unwrap_or(disk_bytes);
-        match disk::fix_gpt_backup(&f, size) {
-            Ok(true) => {
-                tracing::info!(device = %device, "moved the backup GPT to the end of the disk")
+        let (t, dev) = (target.clone(), device.clone());
+        let (f, size) = blocking(move || {
+            let f = Arc::new(open_rw(&t, &dev)?);
+            let size = target_size(&t).unwrap_or(disk_bytes);
+            match disk::fix_gpt_backup(&f, size) {
+                Ok(true) => {
+                    tracing::info!(device = %dev, "moved the backup GPT to the end of the disk")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(device = %dev, error = %e, "fixing the backup GPT failed"),
             }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(device = %device, error = %e, "fixing the backup GPT failed"),
-        }
+            Ok((f, size))
+        })
+        .await?;
         rescan(s, &device).await;
-        let table = disk::read_table(&f).map_err(|e| ImageError::Deployment(e.to_string()))?;
-        if table.count() == 0 {
-            return Err(ImageError::Deployment(format!(
-                "No partitions found on the device {device} after writing the image. The image \
-                 is either not a whole disk image or it is corrupted."
-            )));
-        }
-        if let Some(data) = &cd {
+        let (f2, dev, cd2) = (f.clone(), device.clone(), cd.clone());
+        let wrote_cd = blocking(move || {
+            let f = &*f2;
+            let table = disk::read_table(f).map_err(|e| ImageError::Deployment(e.to_string()))?;
+            if table.count() == 0 {
+                return Err(ImageError::Deployment(format!(
+                    "No partitions found on the device {dev} after writing the image. The image \
+                     is either not a whole disk image or it is corrupted."
+                )));
+            }
+            let Some(data) = cd2 else { return Ok(false) };
             let existing = match &table {
                 Table::Gpt(g) => g
                     .parts
@@ -454,20 +485,28 @@ pub async fn run(s: &Arc<AgentServices>, args: &Params, ctx: &CommandContext) ->
                 Table::None => Vec::new(),
             };
             let reuse = existing.into_iter().find(|r| {
-                disk::fs_label(&f, r.offset).is_some_and(|l| l.eq_ignore_ascii_case("config-2"))
+                disk::fs_label(f, r.offset).is_some_and(|l| l.eq_ignore_ascii_case("config-2"))
             });
             let region = match reuse {
                 Some(r) => {
                     tracing::info!(partition = r.number, "reusing the existing config-2 partition");
                     r
                 }
-                None => disk::add_config_drive_partition(&f, &device, size, data.len() as u64)?,
+                None => disk::add_config_drive_partition(f, &dev, size, data.len() as u64)?,
             };
-            write_region(&f, &device, region, data)?;
+            write_region(f, &dev, region, &data)?;
+            Ok(true)
+        })
+        .await?;
+        if wrote_cd {
             rescan(s, &device).await;
         }
-        let mut sig = [0u8; 4];
-        let _ = f.read_exact_at(&mut sig, 440);
+        let sig = blocking(move || {
+            let mut sig = [0u8; 4];
+            let _ = f.read_exact_at(&mut sig, 440);
+            Ok(sig)
+        })
+        .await?;
         uuids.insert("root uuid".into(), json!(format!("0x{:08x}", u32::from_le_bytes(sig))));
     }
     let root = uuids.get("root uuid").and_then(Value::as_str).unwrap_or("").to_string();

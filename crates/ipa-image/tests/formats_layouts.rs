@@ -15,15 +15,6 @@ async fn write(agent: &Agent, args: Value) -> Result<Value, AgentError> {
     ipa_image::write_image(&agent.services, &params(args), &ctx()).await
 }
 
-fn qemu_img() -> bool {
-    if has_tool("qemu-img") {
-        true
-    } else {
-        eprintln!("SKIPPED: qemu-img is not installed (apt-get install qemu-utils)");
-        false
-    }
-}
-
 fn to_qcow2(raw: &[u8], extra: &[&str]) -> Vec<u8> {
     let d = tempfile::tempdir().unwrap();
     let src = tmpfile(d.path(), "src.raw", raw);
@@ -38,9 +29,7 @@ fn to_qcow2(raw: &[u8], extra: &[&str]) -> Vec<u8> {
 
 #[tokio::test]
 async fn qcow2_image_is_converted_while_streaming() {
-    if !qemu_img() {
-        return;
-    }
+    require_tool("qemu-img", "qemu-utils");
     for cluster in ["65536", "4096"] {
         let srv = Server::start().await;
         let img = gpt_image(6 * MIB as u64, 11);
@@ -63,9 +52,7 @@ async fn qcow2_image_is_converted_while_streaming() {
 
 #[tokio::test]
 async fn zstd_wrapped_qcow2_is_streamed() {
-    if !qemu_img() {
-        return;
-    }
+    require_tool("qemu-img", "qemu-utils");
     let srv = Server::start().await;
     let img = gpt_image(4 * MIB as u64, 12);
     let q = zstd::encode_all(&to_qcow2(&img, &[])[..], 1).unwrap();
@@ -79,9 +66,7 @@ async fn zstd_wrapped_qcow2_is_streamed() {
 
 #[tokio::test]
 async fn qcow2_with_backing_file_is_refused() {
-    if !qemu_img() {
-        return;
-    }
+    require_tool("qemu-img", "qemu-utils");
     let d = tempfile::tempdir().unwrap();
     let base = tmpfile(d.path(), "base.raw", &gpt_image(2 * MIB as u64, 13));
     let top = d.path().join("top.qcow2");
@@ -113,9 +98,7 @@ async fn qcow2_with_backing_file_is_refused() {
 
 #[tokio::test]
 async fn qcow2_content_with_raw_disk_format_is_a_mismatch() {
-    if !qemu_img() {
-        return;
-    }
+    require_tool("qemu-img", "qemu-utils");
     let q = to_qcow2(&gpt_image(2 * MIB as u64, 14), &[]);
     let srv = Server::start().await;
     let url = srv.add("/x", q.clone(), Mode::Normal);
@@ -129,9 +112,7 @@ async fn qcow2_content_with_raw_disk_format_is_a_mismatch() {
 
 #[tokio::test]
 async fn qcow2_not_in_permitted_formats_is_refused() {
-    if !qemu_img() {
-        return;
-    }
+    require_tool("qemu-img", "qemu-utils");
     let q = to_qcow2(&gpt_image(2 * MIB as u64, 15), &[]);
     let srv = Server::start().await;
     let url = srv.add("/x", q.clone(), Mode::Normal);

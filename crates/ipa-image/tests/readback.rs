@@ -163,10 +163,7 @@ async fn uncorrupted_stream_reports_readback_in_the_outcome() {
 
 #[tokio::test]
 async fn readback_passes_for_qcow2_with_small_clusters() {
-    if !has_tool("qemu-img") {
-        eprintln!("qemu-img missing; skipped");
-        return;
-    }
+    require_tool("qemu-img", "qemu-utils");
     let img = gpt_image(6 * MIB as u64, 25);
     for cluster in ["4096", "512"] {
         let d = tempfile::tempdir().unwrap();

@@ -314,6 +314,11 @@ pub fn ctx() -> ipa_core::extension::CommandContext {
     ipa_core::extension::CommandContext::detached("standby.prepare_image")
 }
 
+/// A test that needs `name` fails (never skips) when it is missing.
+pub fn require_tool(name: &str, package: &str) {
+    assert!(has_tool(name), "{name} is required by this test: apt-get install {package}");
+}
+
 pub fn has_tool(name: &str) -> bool {
     std::process::Command::new(name).arg("--version").output().is_ok()
 }
