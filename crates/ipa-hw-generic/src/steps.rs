@@ -65,6 +65,7 @@ impl GenericHardwareManager {
             nvme: self.opts.nvme.clone(),
             policy: ErasePolicy::from_node(node),
             overwrite: self.opts.overwrite.clone(),
+            writer: Arc::new(crate::erase::native::DeviceWriter),
             samples: self.opts.verify_samples,
         })
     }

@@ -13,7 +13,7 @@ use ipa_core::os::{
     CommandRunner, ExecError, ExecOutput, ExecRequest, FakeResponse, FakeRunner, SandboxRunner,
 };
 use ipa_core::{AgentError, RunMode};
-use ipa_hw_generic::erase::native::OverwriteOptions;
+use ipa_hw_generic::erase::native::{DeviceWriter, OverwriteOptions, SkippingWriter};
 use ipa_hw_generic::erase::nvme::{ControllerId, FakeMedia, FakeNvme};
 use ipa_hw_generic::{
     EraseError, EraseOutcome, ErasePolicy, Eraser, GenericHardwareManager, GenericOptions, Machine,
@@ -79,6 +79,7 @@ fn eraser_with(
         tools,
         policy: ErasePolicy::from_node(&node),
         overwrite: OverwriteOptions::default(),
+        writer: Arc::new(DeviceWriter),
         samples: 8,
     }
 }
@@ -141,7 +142,8 @@ async fn verification_catches_a_writer_that_skips_a_region() {
     let p = disk(sb.path(), "sda", 16 * MIB, 0xCD);
     let mut e = eraser(sb.path(), Arc::new(FakeRunner::new()), false, json!({}));
     // The (deliberately buggy) writer leaves 4 KiB at offset 8 KiB: the head sample sees it.
-    e.overwrite = OverwriteOptions { workers: 2, skip_for_tests: Some(8192..12288) };
+    e.overwrite = OverwriteOptions { workers: 2 };
+    e.writer = Arc::new(SkippingWriter { skip: 8192..12288 });
     let err = erase(&e, "/dev/sda").await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, EraseError::Erase { .. }), "{err:?}");
@@ -149,10 +151,10 @@ async fn verification_catches_a_writer_that_skips_a_region() {
     assert_eq!(read_at(&p, 8192, 1), [0xCD], "the planted block really was left");
     // The same miss in the last MiB is caught by the tail sample.
     disk(sb.path(), "sda", 16 * MIB, 0xCD);
-    e.overwrite.skip_for_tests = Some(16 * MIB - 4096..16 * MIB);
+    e.writer = Arc::new(SkippingWriter { skip: 16 * MIB - 4096..16 * MIB });
     assert!(erase(&e, "/dev/sda").await.unwrap_err().to_string().contains("verification"));
-    // Without the hook everything is zero and verification passes.
-    e.overwrite.skip_for_tests = None;
+    // With the real writer everything is zero and verification passes.
+    e.writer = Arc::new(DeviceWriter);
     erase(&e, "/dev/sda").await.unwrap();
     assert!(all_zero(&p));
 }

@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
         native::overwrite(
             &t,
             pattern,
-            &OverwriteOptions { workers, ..Default::default() },
+            &OverwriteOptions { workers },
             &AtomicBool::new(false),
             &mut |_| {},
         )?;

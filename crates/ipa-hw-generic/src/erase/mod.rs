@@ -176,8 +176,10 @@ pub struct Eraser {
     pub nvme: Arc<dyn NvmeAdmin>,
     /// Node policy.
     pub policy: ErasePolicy,
-    /// Overwrite knobs (and the test hook).
+    /// Overwrite knobs.
     pub overwrite: OverwriteOptions,
+    /// What overwrite passes write through ([`native::DeviceWriter`] outside tests).
+    pub writer: Arc<dyn native::OpenWriter>,
     /// Random verification samples.
     pub samples: usize,
 }
@@ -434,21 +436,22 @@ impl Eraser {
         };
         let npasses = passes.len();
         for (i, pattern) in passes.into_iter().enumerate() {
-            let (p, d, opts, c, ctx) = (
+            let (p, d, opts, c, ctx, writer) = (
                 path.to_path_buf(),
                 dev.to_string(),
                 self.overwrite.clone(),
                 cancel.clone(),
                 ctx.cloned(),
+                self.writer.clone(),
             );
             let started = Instant::now();
             let size = self
                 .blocking(dev, move || {
-                    let t = Target::open(&p, true).map_err(|e| EraseError::Device {
+                    let t = writer.open(&p).map_err(|e| EraseError::Device {
                         device: d.clone(),
                         reason: format!("cannot open {} for writing: {e}", p.display()),
                     })?;
-                    let total = t.size;
+                    let total = t.size();
                     let mut report = |done: u64| {
                         if let Some(ctx) = &ctx {
                             let secs = started.elapsed().as_secs_f64();
@@ -463,7 +466,7 @@ impl Eraser {
                             });
                         }
                     };
-                    native::overwrite(&t, pattern, &opts, &c, &mut report)
+                    native::overwrite(&*t, pattern, &opts, &c, &mut report)
                         .map_err(|e| erase_err(&d, format!("overwrite pass {}: {e}", i + 1)))?;
                     Ok(total)
                 })

@@ -192,10 +192,86 @@ pub fn fill_pattern(pattern: Pattern, buf: &mut [u8], off: u64) {
 pub struct OverwriteOptions {
     /// Worker threads (queue depth); 0 means 4.
     pub workers: usize,
-    /// Test hook: byte range the writer deliberately leaves untouched (to prove that
-    /// verification catches a writer that misses a region). Never set in production.
-    #[doc(hidden)]
-    pub skip_for_tests: Option<Range<u64>>,
+}
+
+/// What an overwrite pass writes to: the device ([`Target`]) or a fake.
+pub trait BlockWriter: Sync {
+    /// Size in bytes.
+    fn size(&self) -> u64;
+    /// Write all of `buf` at `off`.
+    fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()>;
+    /// Flush to stable storage.
+    fn sync(&self) -> std::io::Result<()>;
+}
+
+impl BlockWriter for Target {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
+        Target::write_at(self, buf, off)
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        Target::sync(self)
+    }
+}
+
+/// Opens the [`BlockWriter`] of an overwrite pass.
+pub trait OpenWriter: Send + Sync {
+    /// Open `path` for writing.
+    fn open(&self, path: &Path) -> std::io::Result<Box<dyn BlockWriter + Send>>;
+}
+
+/// The real opener: the device itself, `O_DIRECT` where possible.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DeviceWriter;
+
+impl OpenWriter for DeviceWriter {
+    fn open(&self, path: &Path) -> std::io::Result<Box<dyn BlockWriter + Send>> {
+        Ok(Box::new(Target::open(path, true)?))
+    }
+}
+
+/// A fake opener beside the real one: a writer that silently leaves `skip` unwritten, the
+/// kind of firmware or driver bug the read-back verification exists to catch.
+#[derive(Debug, Clone)]
+pub struct SkippingWriter {
+    /// The byte range never written.
+    pub skip: Range<u64>,
+}
+
+struct Skipping {
+    inner: Target,
+    skip: Range<u64>,
+}
+
+impl OpenWriter for SkippingWriter {
+    fn open(&self, path: &Path) -> std::io::Result<Box<dyn BlockWriter + Send>> {
+        Ok(Box::new(Skipping { inner: Target::open(path, true)?, skip: self.skip.clone() }))
+    }
+}
+
+impl BlockWriter for Skipping {
+    fn size(&self) -> u64 {
+        self.inner.size
+    }
+    fn write_at(&self, data: &[u8], off: u64) -> std::io::Result<()> {
+        let (t, skip) = (&self.inner, &self.skip);
+        let end = off + data.len() as u64;
+        if end <= skip.start || off >= skip.end {
+            return t.write_at(data, off);
+        }
+        if off < skip.start {
+            t.write_at(&data[..(skip.start - off) as usize], off)?;
+        }
+        if end > skip.end {
+            t.write_at(&data[(skip.end - off) as usize..], skip.end)?;
+        }
+        Ok(())
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
 }
 
 /// Why an overwrite stopped.
@@ -220,13 +296,13 @@ pub enum OverwriteError {
 /// Overwrite the whole target with `pattern`, then flush. `progress(done)` is called from the
 /// calling thread about twice a second.
 pub fn overwrite(
-    t: &Target,
+    t: &dyn BlockWriter,
     pattern: Pattern,
     opts: &OverwriteOptions,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64, OverwriteError> {
-    let size = t.size;
+    let size = t.size();
     let chunks = size.div_ceil(CHUNK as u64);
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
@@ -252,11 +328,7 @@ pub fn overwrite(
                     if pattern != Pattern::Zero {
                         fill_pattern(pattern, data, off);
                     }
-                    let r = match &opts.skip_for_tests {
-                        Some(skip) => write_skipping(t, data, off, skip),
-                        None => t.write_at(data, off),
-                    };
-                    if let Err(source) = r {
+                    if let Err(source) = t.write_at(data, off) {
                         failed.store(true, Ordering::Relaxed);
                         let mut g = first_err.lock().unwrap_or_else(|p| p.into_inner());
                         g.get_or_insert(OverwriteError::Io { offset: off, source });
@@ -291,20 +363,6 @@ pub fn overwrite(
     }
     t.sync().map_err(|source| OverwriteError::Io { offset: size, source })?;
     Ok(written)
-}
-
-fn write_skipping(t: &Target, data: &[u8], off: u64, skip: &Range<u64>) -> std::io::Result<()> {
-    let end = off + data.len() as u64;
-    if end <= skip.start || off >= skip.end {
-        return t.write_at(data, off);
-    }
-    if off < skip.start {
-        t.write_at(&data[..(skip.start - off) as usize], off)?;
-    }
-    if end > skip.end {
-        t.write_at(&data[(skip.end - off) as usize..], skip.end)?;
-    }
-    Ok(())
 }
 
 /// Regions read back after an erase: the head and tail ([`EDGE_SAMPLE`] each) and `random`
