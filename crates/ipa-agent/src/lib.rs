@@ -105,6 +105,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error + Send 
         ipa_compat = ipa_core::IPA_COMPAT_VERSION,
         "ipa-agent starting"
     );
+    for option in config.unimplemented_options_set() {
+        tracing::warn!(
+            option,
+            "option accepted for IPA compatibility but not implemented yet; ignored"
+        );
+    }
     let env = environment::Environment::probe();
     let agent = Agent::build(config, figment, &env).await?;
     agent.follow_node_identity();

@@ -410,6 +410,16 @@ pub enum ConfigError {
     /// A value has the wrong type or a section is malformed.
     #[error("invalid configuration")]
     Invalid(#[source] Box<figment::Error>),
+    /// `inspection_collectors` names a collector this agent does not have (IPA fails the same
+    /// way when a collector's entry point is missing).
+    #[error(
+        "unknown inspection collector `{name}` in inspection_collectors (known: {})",
+        INSPECTION_COLLECTORS.join(", ")
+    )]
+    UnknownCollector {
+        /// The name.
+        name: String,
+    },
     /// A plugin rejected its section.
     #[error("invalid configuration for {plugin}: {reason}")]
     Plugin {
@@ -443,6 +453,45 @@ pub struct ConfigSources {
     pub kernel_aliases: Vec<(String, String)>,
 }
 
+/// The inspection collectors this agent implements (IPA's names). IPA's `extra-hardware`
+/// (the `hardware` Python library's report) is not one of them.
+pub const INSPECTION_COLLECTORS: &[&str] =
+    &["default", "logs", "pci-devices", "numa-topology", "dmi-decode", "usb-devices", "lldp"];
+
+/// Options accepted for compatibility with IPA's kernel parameters and files but not acted on
+/// yet; setting one to a non-default value is logged at WARN when the agent starts.
+pub const ACCEPTED_NOT_IMPLEMENTED: &[&str] = &[
+    "inspection_dhcp_wait_timeout",
+    "inspection_dhcp_all_interfaces",
+    "enable_vlan_interfaces",
+    "guard_special_filesystems",
+    "ntp_server",
+    "fail_if_clock_not_set",
+    "inject_files_priority",
+    "config_drive_rebuild",
+    "disable_bootc_deploy",
+];
+
+impl AgentConfig {
+    /// The accepted-but-not-implemented options whose value differs from the default.
+    pub fn unimplemented_options_set(&self) -> Vec<&'static str> {
+        let (me, def) = (
+            serde_json::to_value(self).unwrap_or_default(),
+            serde_json::to_value(AgentConfig::default()).unwrap_or_default(),
+        );
+        ACCEPTED_NOT_IMPLEMENTED.iter().copied().filter(|k| me.get(*k) != def.get(*k)).collect()
+    }
+}
+
+fn check_collectors(config: &AgentConfig) -> Result<(), ConfigError> {
+    for name in config.inspection_collectors.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !INSPECTION_COLLECTORS.contains(&name) {
+            return Err(ConfigError::UnknownCollector { name: name.to_string() });
+        }
+    }
+    Ok(())
+}
+
 /// Merge all layers and extract the core config. Returns the figment too, for plugin sections.
 pub fn load(sources: &ConfigSources) -> Result<(AgentConfig, Figment), ConfigError> {
     let mut figment = Figment::from(Serialized::defaults(AgentConfig::default()));
@@ -466,6 +515,7 @@ pub fn load(sources: &ConfigSources) -> Result<(AgentConfig, Figment), ConfigErr
             .merge(Serialized::defaults(serde_json::Value::Object(sources.overrides.clone())));
     }
     let config: AgentConfig = figment.extract()?;
+    check_collectors(&config)?;
     Ok((config, figment))
 }
 
@@ -489,6 +539,28 @@ fn check_file_keys(path: &Path, plugin_sections: &[String]) -> Result<(), Config
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_inspection_collectors_are_an_error_and_known_ones_pass() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("ok.toml", "inspection_collectors = \"default, logs,lldp\"\n")?;
+            let src = |f: &str| ConfigSources { file: Some(f.into()), ..Default::default() };
+            assert!(load(&src("ok.toml")).is_ok());
+            jail.create_file("bad.toml", "inspection_collectors = \"default,extra-hardware\"\n")?;
+            let e = load(&src("bad.toml")).unwrap_err().to_string();
+            assert!(e.contains("unknown inspection collector `extra-hardware`"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn non_default_unimplemented_options_are_reported() {
+        let mut c = AgentConfig::default();
+        assert!(c.unimplemented_options_set().is_empty());
+        c.ntp_server = Some("pool.ntp.org".into());
+        c.inspection_dhcp_all_interfaces = true;
+        assert_eq!(c.unimplemented_options_set(), ["inspection_dhcp_all_interfaces", "ntp_server"]);
+    }
 
     #[test]
     fn defaults_match_ipa() {
