@@ -174,7 +174,7 @@ impl HttpClient {
         urls: &[String],
         limit: usize,
     ) -> Result<Bytes> {
-        let mut dl = Download::new(Arc::new(self.clone_shallow()), image_id, urls.to_vec());
+        let mut dl = Download::new(Arc::new(self.clone()), image_id, urls.to_vec());
         let mut out = Vec::new();
         while let Some(c) = dl.next_chunk().await? {
             out.extend_from_slice(&c);
@@ -186,10 +186,6 @@ impl HttpClient {
             }
         }
         Ok(out.into())
-    }
-
-    fn clone_shallow(&self) -> Self {
-        self.clone()
     }
 }
 

@@ -72,7 +72,6 @@ impl HttpClient {
         headers: &[(&str, String)],
         body: Option<Vec<u8>>,
     ) -> Result<Response, IronicError> {
-        split_url(url)?;
         let mut req = Outgoing::new(method.clone(), url).body(body.unwrap_or_default());
         for (k, v) in headers {
             if let Ok(name) = http::header::HeaderName::from_bytes(k.as_bytes()) {

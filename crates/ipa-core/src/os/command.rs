@@ -191,8 +191,8 @@ impl CommandRunner for SystemRunner {
 }
 
 /// How the sandbox judges one program.
-#[derive(Debug, Clone, Copy)]
-enum Rule {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxRule {
     /// Reads the machine, changes nothing, whatever the arguments.
     ReadOnly,
     /// Allowed only when the first arguments are one of these (read-only sub-commands).
@@ -200,51 +200,63 @@ enum Rule {
     /// `ip`: allowed unless an argument is a verb that changes the network.
     IpShow,
     /// Operates on files: allowed only when it names a path inside the sandbox and every
-    /// absolute path it names is inside the sandbox (no `/dev/` but the pseudo-devices).
+    /// absolute path it names is inside the sandbox (no `/dev/` but the pseudo-devices, no
+    /// PCI address).
     SandboxFiles,
+    /// Only a lone `--version` (`version`, `-V`) probe.
+    VersionOnly,
 }
+
+const SUB_IPMI: &[&[&str]] =
+    &[&["lan", "print"], &["lan6", "print"], &["mc", "info"], &["fru", "print"]];
+const SUB_UDEV: &[&[&str]] = &[&["settle"], &["info"]];
+const SUB_NVME: &[&[&str]] = &[&["list"], &["version"]];
 
 /// The sandbox's allow-list: every program the agent and its managers run, with the rule under
-/// which it may run in sandbox mode. Anything not listed is refused and recorded; so is a
-/// listed program whose arguments break its rule. Power, boot-entry and container tools are
-/// deliberately absent (a version probe is all they get).
-pub const SANDBOX_ALLOW_LIST: &[(&str, &str)] = &[
-    ("lsblk", "read-only"),
-    ("ipmitool", "lan print, lan6 print, mc info, fru print"),
-    ("ip", "show/get forms only"),
-    ("udevadm", "settle, info"),
-    ("nvme", "list, version, or on sandbox files"),
-    ("smartctl, hdparm", "on sandbox files"),
-    (
-        "sgdisk, sfdisk, parted, partprobe, wipefs, mkfs[.*], mkswap, mkdosfs, dd, shred, \
-         blkdiscard, qemu-img, mcopy, mmd, mformat, xorriso, genisoimage, mkisofs, fio, \
-         mstflint -i",
-        "on sandbox files",
-    ),
-    ("any program above, podman, docker, mstconfig, mdadm, efibootmgr", "--version alone"),
+/// which it may run in sandbox mode (`mkfs` also covers `mkfs.<type>`). Anything not listed is
+/// refused and recorded; so is a listed program whose arguments break its rule. Power and
+/// boot-entry tools and container runtimes get a version probe at most. Any listed program may
+/// answer a lone `--version`.
+pub const SANDBOX_ALLOW_LIST: &[(&str, SandboxRule)] = &[
+    ("lsblk", SandboxRule::ReadOnly),
+    ("ipmitool", SandboxRule::Subcommands(SUB_IPMI)),
+    ("ip", SandboxRule::IpShow),
+    ("udevadm", SandboxRule::Subcommands(SUB_UDEV)),
+    ("nvme", SandboxRule::SandboxFiles),
+    ("smartctl", SandboxRule::SandboxFiles),
+    ("hdparm", SandboxRule::SandboxFiles),
+    ("sgdisk", SandboxRule::SandboxFiles),
+    ("sfdisk", SandboxRule::SandboxFiles),
+    ("parted", SandboxRule::SandboxFiles),
+    ("partprobe", SandboxRule::SandboxFiles),
+    ("wipefs", SandboxRule::SandboxFiles),
+    ("mkfs", SandboxRule::SandboxFiles),
+    ("mkswap", SandboxRule::SandboxFiles),
+    ("mkdosfs", SandboxRule::SandboxFiles),
+    ("dd", SandboxRule::SandboxFiles),
+    ("shred", SandboxRule::SandboxFiles),
+    ("blkdiscard", SandboxRule::SandboxFiles),
+    ("qemu-img", SandboxRule::SandboxFiles),
+    ("mcopy", SandboxRule::SandboxFiles),
+    ("mmd", SandboxRule::SandboxFiles),
+    ("mformat", SandboxRule::SandboxFiles),
+    ("xorriso", SandboxRule::SandboxFiles),
+    ("genisoimage", SandboxRule::SandboxFiles),
+    ("mkisofs", SandboxRule::SandboxFiles),
+    ("fio", SandboxRule::SandboxFiles),
+    ("mstflint", SandboxRule::SandboxFiles),
+    ("podman", SandboxRule::VersionOnly),
+    ("docker", SandboxRule::VersionOnly),
+    ("mstconfig", SandboxRule::VersionOnly),
+    ("mlxconfig", SandboxRule::VersionOnly),
+    ("mdadm", SandboxRule::VersionOnly),
+    ("efibootmgr", SandboxRule::VersionOnly),
 ];
 
-fn rule_for(prog: &str) -> Option<Rule> {
-    const SUB_IPMI: &[&[&str]] =
-        &[&["lan", "print"], &["lan6", "print"], &["mc", "info"], &["fru", "print"]];
-    const SUB_UDEV: &[&[&str]] = &[&["settle"], &["info"]];
-    Some(match prog {
-        "lsblk" => Rule::ReadOnly,
-        "ipmitool" => Rule::Subcommands(SUB_IPMI),
-        "ip" => Rule::IpShow,
-        "udevadm" => Rule::Subcommands(SUB_UDEV),
-        "nvme" | "smartctl" | "hdparm" | "sgdisk" | "sfdisk" | "parted" | "partprobe"
-        | "wipefs" | "mkswap" | "mkdosfs" | "dd" | "shred" | "blkdiscard" | "qemu-img"
-        | "mcopy" | "mmd" | "mformat" | "xorriso" | "genisoimage" | "mkisofs" | "fio"
-        | "mstflint" => Rule::SandboxFiles,
-        p if p == "mkfs" || p.starts_with("mkfs.") => Rule::SandboxFiles,
-        _ => return None,
-    })
+fn rule_for(prog: &str) -> Option<SandboxRule> {
+    let key = if prog.starts_with("mkfs.") { "mkfs" } else { prog };
+    SANDBOX_ALLOW_LIST.iter().find(|(p, _)| *p == key).map(|(_, r)| *r)
 }
-
-/// Programs that may answer a lone `--version` in the sandbox (inventory and support probes).
-const VERSION_PROBES: &[&str] =
-    &["podman", "docker", "mstconfig", "mlxconfig", "mdadm", "efibootmgr"];
 
 /// Pseudo-devices any tool may name.
 const SAFE_DEVICES: &[&str] =
@@ -307,24 +319,20 @@ impl<R> SandboxRunner<R> {
         let args: Vec<&str> = req.args.iter().map(String::as_str).collect();
         let version_probe = matches!(args.as_slice(), ["--version"] | ["version"] | ["-V"]);
         let Some(rule) = rule_for(prog) else {
-            if version_probe && VERSION_PROBES.contains(&prog) {
-                return None;
-            }
             return Some(format!("sandbox: refusing {prog}: not on the sandbox allow-list"));
         };
         if version_probe {
             return None;
         }
         match rule {
-            Rule::ReadOnly => None,
-            Rule::Subcommands(allowed) => {
-                let ok =
-                    allowed.iter().any(|sub| args.len() >= sub.len() && args[..sub.len()] == **sub);
-                (!ok).then(|| {
-                    format!("sandbox: refusing {prog} {}: not a read-only form", args.join(" "))
-                })
+            SandboxRule::ReadOnly => None,
+            SandboxRule::VersionOnly => {
+                Some(format!("sandbox: refusing {prog}: only a version probe is allowed"))
             }
-            Rule::IpShow => {
+            SandboxRule::Subcommands(allowed) => (!allowed_sub(allowed, &args)).then(|| {
+                format!("sandbox: refusing {prog} {}: not a read-only form", args.join(" "))
+            }),
+            SandboxRule::IpShow => {
                 const CHANGES: &[&str] = &[
                     "set", "add", "del", "delete", "flush", "change", "replace", "append",
                     "prepend", "restore", "up", "down", "exec",
@@ -333,14 +341,12 @@ impl<R> SandboxRunner<R> {
                     .any(|a| CHANGES.contains(a))
                     .then(|| "sandbox: refusing to reconfigure network interfaces".to_string())
             }
-            Rule::SandboxFiles => self.files_refusal(prog, &args),
+            SandboxRule::SandboxFiles if prog == "nvme" && allowed_sub(SUB_NVME, &args) => None,
+            SandboxRule::SandboxFiles => self.files_refusal(prog, &args),
         }
     }
 
     fn files_refusal(&self, prog: &str, args: &[&str]) -> Option<String> {
-        if prog == "nvme" && matches!(args.first(), Some(&"list") | Some(&"version")) {
-            return None;
-        }
         if let Some(pci) = args.iter().find(|a| is_pci_address(a)) {
             return Some(format!("sandbox: refusing {prog} on real PCI device {pci}"));
         }
@@ -366,6 +372,10 @@ impl<R> SandboxRunner<R> {
         }
         (!inside).then(|| format!("sandbox: refusing {prog}: it names no file inside the sandbox"))
     }
+}
+
+fn allowed_sub(allowed: &[&[&str]], args: &[&str]) -> bool {
+    allowed.iter().any(|sub| args.len() >= sub.len() && args[..sub.len()] == **sub)
 }
 
 /// `0000:03:00.0` or `03:00.0`: a PCI device, as firmware tools take them.
