@@ -118,7 +118,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error + Send 
     let cfg = agent.services.config.clone();
     // Ironic lifecycle (inspection, lookup, TLS decision) before any transport serves.
     let ironic = if ipa_ironic::Lifecycle::applies(&agent.services) {
-        let l = ipa_ironic::Lifecycle::prepare(&agent.services, agent.static_tls()?).await?;
+        let l =
+            ipa_ironic::Lifecycle::prepare(&agent.services, &agent.hardware, agent.static_tls()?)
+                .await?;
         if !l.should_serve() {
             if agent.services.control.state() == ServeState::Lockdown {
                 agent.lockdown_forever().await;

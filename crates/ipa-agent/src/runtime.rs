@@ -129,7 +129,6 @@ impl Agent {
         }
         let hardware =
             Arc::new(HardwareManagers::probe(candidates).await.map_err(StartError::Hardware)?);
-        services.set_hardware(&hardware);
         hardware.initialize().await.map_err(StartError::Hardware)?;
         for r in hardware.ranked() {
             tracing::info!(
@@ -144,9 +143,8 @@ impl Agent {
         }
 
         let extensions = Arc::new(ExtensionSet::new(
-            registry::extensions().iter().map(|d| (d.build)(&services)),
+            registry::extensions().iter().map(|d| (d.build)(&services, &hardware)),
         ));
-        services.set_extensions(&extensions);
         let dispatcher = Arc::new(
             CommandDispatcher::new(
                 extensions.clone(),
@@ -329,7 +327,7 @@ async fn initial_identity(services: &AgentServices, hw: &HardwareManagers) -> St
         return id.clone();
     }
     if let Ok(mut nics) =
-        hw.dispatch("list_network_interfaces", |m| m.list_network_interfaces()).await
+        hw.dispatch("list_network_interfaces", |m, p| m.list_network_interfaces(p)).await
     {
         nics.sort_by(|a, b| a.name.cmp(&b.name));
         if let Some(n) = nics.iter().find(|n| !n.mac_address.is_empty()) {

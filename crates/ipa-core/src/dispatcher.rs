@@ -30,6 +30,7 @@ use crate::command::{
 use crate::error::AgentError;
 use crate::events::{AgentEvent, EventBus};
 use crate::extension::{CommandContext, SharedExtension};
+use crate::hardware::{Step, StepKind};
 use crate::services::{StatusInfo, TokenStore};
 
 /// `GET /v1/status`: `{"started_at": <epoch float|null>, "version": "<x.y.z>"}`.
@@ -97,6 +98,26 @@ impl ExtensionSet {
         Self { extensions }
     }
 
+    /// The extension that runs step `step` of `kind` itself, if any (see
+    /// [`Extension::steps`](crate::extension::Extension::steps)).
+    pub fn step_owner(&self, kind: StepKind, step: &str) -> Option<SharedExtension> {
+        self.extensions
+            .values()
+            .flatten()
+            .find(|e| e.steps(kind).iter().any(|s| s.step == step))
+            .cloned()
+    }
+
+    /// Steps of `kind` run by extensions, keyed by the extension's class name.
+    pub fn owned_steps(&self, kind: StepKind) -> Vec<(String, Vec<Step>)> {
+        self.extensions
+            .values()
+            .flatten()
+            .map(|e| (e.class_name().to_string(), e.steps(kind)))
+            .filter(|(_, s)| !s.is_empty())
+            .collect()
+    }
+
     /// Whether an extension with this name exists.
     pub fn contains(&self, name: &str) -> bool {
         self.extensions.contains_key(name)
@@ -141,21 +162,22 @@ impl ExtensionSet {
     /// dispatcher whose results are not visible through the API). Request-time errors are
     /// returned as `Err`; everything else as a final result.
     pub async fn run_unrecorded(
-        &self,
+        self: &Arc<Self>,
         request: &CommandRequest,
         events: &EventBus,
     ) -> Result<CommandResult, AgentError> {
         let (ext_name, cmd) = request.split_name()?;
         let (ext, spec) = self.resolve(ext_name, cmd)?;
         let mut result = CommandResult::running(cmd);
-        if let Err(e) = prepare(&*ext, &spec, &request.params) {
+        if let Err(e) = prepare(&*ext, &spec, &request.params, self) {
             if e.is_invalid_content() {
                 return Err(e);
             }
             finish_sync(&mut result, Err(e));
             return Ok(result);
         }
-        let ctx = CommandContext::new(result.id.clone(), request.name.clone(), events.clone());
+        let ctx = CommandContext::new(result.id.clone(), request.name.clone(), events.clone())
+            .with_peers(self.clone());
         let outcome = run_guarded(ext, cmd.to_string(), request.params.clone(), ctx).await;
         match spec.mode {
             CommandMode::Sync => {
@@ -177,9 +199,10 @@ fn prepare(
     ext: &dyn crate::extension::Extension,
     spec: &CommandSpec,
     params: &Params,
+    peers: &ExtensionSet,
 ) -> Result<(), AgentError> {
     spec.bind(ext.class_name(), params)?;
-    ext.validate(spec.name, params)
+    ext.validate(spec.name, params, peers)
 }
 
 /// Run a handler, turning a panic into a `CommandExecutionError` instead of losing the result.
@@ -386,7 +409,7 @@ impl Dispatcher for CommandDispatcher {
         let (ext, spec) = self.extensions.resolve(&ext_name, &cmd)?;
 
         let mut result = CommandResult::running(&cmd);
-        if let Err(e) = prepare(&*ext, &spec, &request.params) {
+        if let Err(e) = prepare(&*ext, &spec, &request.params, &self.extensions) {
             if e.is_invalid_content() {
                 return Err(e);
             }
@@ -394,7 +417,8 @@ impl Dispatcher for CommandDispatcher {
             return Ok(self.record_final(result, &request, spec.mode));
         }
 
-        let ctx = CommandContext::new(result.id.clone(), request.name.clone(), self.events.clone());
+        let ctx = CommandContext::new(result.id.clone(), request.name.clone(), self.events.clone())
+            .with_peers(self.extensions.clone());
         match spec.mode {
             CommandMode::Sync => {
                 let outcome = run_guarded(ext, cmd.clone(), request.params.clone(), ctx).await;
@@ -507,7 +531,12 @@ mod tests {
         fn commands(&self) -> &'static [CommandSpec] {
             CMDS
         }
-        fn validate(&self, command: &str, params: &Params) -> Result<(), AgentError> {
+        fn validate(
+            &self,
+            command: &str,
+            params: &Params,
+            _: &ExtensionSet,
+        ) -> Result<(), AgentError> {
             if command == "strict" && params.get("x") != Some(&json!(1)) {
                 if params.get("x") == Some(&json!("boom")) {
                     return Err(AgentError::RequestedObjectNotFound {

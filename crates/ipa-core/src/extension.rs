@@ -9,8 +9,10 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::command::{CommandSpec, Params};
+use crate::dispatcher::ExtensionSet;
 use crate::error::AgentError;
 use crate::events::{AgentEvent, EventBus, Progress};
+use crate::hardware::{Step, StepCall, StepKind};
 
 /// What a running command knows about itself.
 #[derive(Debug, Clone)]
@@ -20,12 +22,25 @@ pub struct CommandContext {
     /// Full `<ext>.<cmd>` name.
     pub name: String,
     events: EventBus,
+    peers: Option<Arc<ExtensionSet>>,
 }
 
 impl CommandContext {
     /// A context for a command with the given id and name publishing on `events`.
     pub fn new(id: impl Into<String>, name: impl Into<String>, events: EventBus) -> Self {
-        Self { id: id.into(), name: name.into(), events }
+        Self { id: id.into(), name: name.into(), events, peers: None }
+    }
+
+    /// The same context, knowing the extension set the command runs in (the dispatcher hands
+    /// it down; an extension reads it during the call and keeps no pointer to it).
+    pub fn with_peers(mut self, peers: Arc<ExtensionSet>) -> Self {
+        self.peers = Some(peers);
+        self
+    }
+
+    /// The extension set the command runs in, if it was started by a dispatcher.
+    pub fn peers(&self) -> Option<&Arc<ExtensionSet>> {
+        self.peers.as_ref()
     }
 
     /// A context that publishes nowhere (tests, nested calls).
@@ -57,9 +72,26 @@ pub trait Extension: Send + Sync + 'static {
 
     /// Validate parameters synchronously, before anything is recorded. An
     /// `InvalidContentError`-family error becomes HTTP 400; any other error is recorded as a
-    /// finished `FAILED` result.
-    fn validate(&self, _command: &str, _params: &Params) -> Result<(), AgentError> {
+    /// finished `FAILED` result. `peers` is the set the command would run in.
+    fn validate(
+        &self,
+        _command: &str,
+        _params: &Params,
+        _peers: &ExtensionSet,
+    ) -> Result<(), AgentError> {
         Ok(())
+    }
+
+    /// Steps of `kind` this extension runs itself rather than a hardware manager (the image
+    /// pipeline's `write_image`, which IPA's generic manager forwards to
+    /// `standby.prepare_image`). The step extensions list them under [`Extension::class_name`].
+    fn steps(&self, _kind: StepKind) -> Vec<Step> {
+        Vec::new()
+    }
+
+    /// Run one of [`Extension::steps`].
+    async fn execute_step(&self, call: StepCall<'_>) -> Result<Value, AgentError> {
+        Err(AgentError::incompatible(format!("{} is not a step of {}", call.step, self.name())))
     }
 
     /// Run a command. A returned string is wrapped by the dispatcher (see

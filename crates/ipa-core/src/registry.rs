@@ -13,7 +13,7 @@ use figment::Figment;
 
 use crate::config::{AgentConfig, ConfigError};
 use crate::extension::SharedExtension;
-use crate::hardware::HardwareManager;
+use crate::hardware::{HardwareManager, HardwareManagers};
 use crate::services::AgentServices;
 use crate::transport::Transport;
 
@@ -55,8 +55,8 @@ pub struct HardwareManagerDescriptor {
 pub struct ExtensionDescriptor {
     /// Registry name (plugin id, unique).
     pub name: &'static str,
-    /// Construct.
-    pub build: fn(&Arc<AgentServices>) -> SharedExtension,
+    /// Construct, from the services and the hardware managers (built before any extension).
+    pub build: fn(&Arc<AgentServices>, &Arc<HardwareManagers>) -> SharedExtension,
 }
 
 inventory::collect!(TransportDescriptor);

@@ -7,7 +7,7 @@
 //! a manager can dispatch to its peers the way IPA's module-level `dispatch_to_managers` does.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, RwLock, Weak};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use figment::Figment;
@@ -16,9 +16,8 @@ use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 
 use crate::config::AgentConfig;
-use crate::dispatcher::{AgentStatus, ExtensionSet};
+use crate::dispatcher::AgentStatus;
 use crate::events::EventBus;
-use crate::hardware::HardwareManagers;
 use crate::os::{CommandRunner, PowerController};
 
 /// The agent token. Secret: never logged, compared in constant time.
@@ -272,16 +271,10 @@ pub struct IronicSettings {
     pub tls_cipher_suites: Option<String>,
 }
 
-/// What the last image write recorded (`standby.get_partition_uuids`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ImageState {
-    /// Id of the image last written by this process (a repeat is a no-op, as in IPA).
-    pub cached_image_id: Option<String>,
-    /// IPA's key format: `{"root uuid": …, "efi system partition uuid": …, "partitions": {…}}`.
-    pub partition_uuids: serde_json::Map<String, Value>,
-}
-
 /// Everything plugins share. Built once; cheap to clone behind `Arc`.
+///
+/// It holds configuration, OS seams and shared cells, never the managers or the extensions:
+/// managers are built from it, then extensions from it and the managers (data flows one way).
 pub struct AgentServices {
     /// Typed core configuration.
     pub config: Arc<AgentConfig>,
@@ -305,10 +298,6 @@ pub struct AgentServices {
     pub status: StatusInfo,
     /// Overrides received from Ironic at lookup.
     pub ironic: Arc<RwLock<IronicSettings>>,
-    /// Image-write results shared by the image pipeline and `standby.get_partition_uuids`.
-    pub image: Arc<RwLock<ImageState>>,
-    hardware: OnceLock<Weak<HardwareManagers>>,
-    extensions: OnceLock<Weak<ExtensionSet>>,
 }
 
 impl std::fmt::Debug for AgentServices {
@@ -343,9 +332,6 @@ impl AgentServices {
             events: EventBus::default(),
             status: StatusInfo::new(crate::IPA_COMPAT_VERSION),
             ironic: Arc::default(),
-            image: Arc::default(),
-            hardware: OnceLock::new(),
-            extensions: OnceLock::new(),
         })
     }
 
@@ -362,22 +348,6 @@ impl AgentServices {
         )
     }
 
-    /// Wire the hardware managers in (once).
-    pub fn set_hardware(&self, hw: &Arc<HardwareManagers>) {
-        let _ = self.hardware.set(Arc::downgrade(hw));
-    }
-    /// The hardware managers, once the runtime has built them.
-    pub fn hardware(&self) -> Option<Arc<HardwareManagers>> {
-        self.hardware.get().and_then(Weak::upgrade)
-    }
-    /// Wire the extension set in (once).
-    pub fn set_extensions(&self, ext: &Arc<ExtensionSet>) {
-        let _ = self.extensions.set(Arc::downgrade(ext));
-    }
-    /// The extension set, once built.
-    pub fn extensions(&self) -> Option<Arc<ExtensionSet>> {
-        self.extensions.get().and_then(Weak::upgrade)
-    }
     /// A snapshot of the Ironic-provided settings.
     pub fn ironic_settings(&self) -> IronicSettings {
         self.ironic.read().unwrap_or_else(|p| p.into_inner()).clone()

@@ -14,10 +14,12 @@
 //!   signature query values such as Swift's `temp_url_sig` hidden), and [`Redacted`] does the
 //!   same for log fields.
 //!
-//! Retries, failover between URLs and Range resume are the caller's policy (`ipa-image`'s
-//! `Download`), built on [`HttpClient::send`].
+//! On top of it, [`download`] is the download policy everything that fetches a file shares
+//! (images, checksum files, config drives, vendor firmware): URL failover, retries, HTTP Range
+//! resume, read timeouts and a maximum duration.
 
 mod client;
+pub mod download;
 mod error;
 mod tls;
 pub mod url;

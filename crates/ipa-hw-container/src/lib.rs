@@ -24,16 +24,17 @@
 pub mod config;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use ipa_core::AgentError;
 use ipa_core::hardware::{
-    HardwareManager, HardwareManagerVersion, HardwareSupport, Step, StepCall, StepKind,
+    HardwareManager, HardwareManagerVersion, HardwareManagers, HardwareSupport, Step, StepCall,
+    StepKind,
 };
 use ipa_core::os::{CommandRunner, ExecRequest};
 use ipa_core::registry::HardwareManagerDescriptor;
-use ipa_core::services::AgentServices;
+use ipa_core::services::{AgentServices, IronicSettings};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -184,7 +185,17 @@ pub struct ContainerHardwareManager {
     root: PathBuf,
     runner: Arc<dyn CommandRunner>,
     config: ContainerConfig,
-    services: Option<Weak<AgentServices>>,
+    /// Ironic's lookup settings (`agent_containers` overrides): a shared cell.
+    ironic: Option<Arc<RwLock<IronicSettings>>>,
+    peer_steps: Mutex<PeerSteps>,
+}
+
+/// Step names of the other managers, by kind.
+#[derive(Debug, Default)]
+struct PeerSteps {
+    clean: Vec<String>,
+    deploy: Vec<String>,
+    service: Vec<String>,
 }
 
 impl ContainerHardwareManager {
@@ -194,13 +205,12 @@ impl ContainerHardwareManager {
         runner: Arc<dyn CommandRunner>,
         config: ContainerConfig,
     ) -> Self {
-        Self { root: root.into(), runner, config, services: None }
+        Self { root: root.into(), runner, config, ironic: None, peer_steps: Mutex::default() }
     }
 
-    /// Follow Ironic's `agent_containers` overrides and check names against the other
-    /// managers loaded in `services`.
+    /// Follow Ironic's `agent_containers` overrides as the agent receives them at lookup.
     pub fn with_services(mut self, services: &Arc<AgentServices>) -> Self {
-        self.services = Some(Arc::downgrade(services));
+        self.ironic = Some(services.ironic.clone());
         self
     }
 
@@ -214,33 +224,46 @@ impl ContainerHardwareManager {
             .with_services(services))
     }
 
-    fn services(&self) -> Option<Arc<AgentServices>> {
-        self.services.as_ref().and_then(Weak::upgrade)
-    }
-
     /// The options in force: configuration plus Ironic's overrides.
     pub fn effective_config(&self) -> ContainerConfig {
-        let overrides = self.services().and_then(|s| s.ironic_settings().agent_containers);
+        let overrides = self
+            .ironic
+            .as_ref()
+            .and_then(|i| i.read().unwrap_or_else(|p| p.into_inner()).agent_containers.clone());
         self.config.with_ironic_overrides(overrides.as_ref())
     }
 
-    /// Step names other loaded managers offer for `kind`.
-    async fn peer_step_names(&self, kind: StepKind) -> Vec<String> {
-        let Some(hw) = self.services().and_then(|s| s.hardware()) else { return Vec::new() };
+    /// Step names the other managers in `peers` offer, per kind (read once, at `initialize`).
+    async fn peer_step_names(peers: &HardwareManagers) -> PeerSteps {
         let (node, ports) = (Value::Null, Value::Null);
-        let mut names = Vec::new();
-        for r in hw.ranked() {
+        let mut out = PeerSteps::default();
+        for r in peers.ranked() {
             if r.manager.name() == NAME {
                 continue;
             }
-            let steps = match kind {
-                StepKind::Clean => r.manager.get_clean_steps(&node, &ports).await,
-                StepKind::Deploy => r.manager.get_deploy_steps(&node, &ports).await,
-                StepKind::Service => r.manager.get_service_steps(&node, &ports).await,
-            };
-            names.extend(steps.unwrap_or_default().into_iter().map(|s| s.step));
+            for (kind, names) in [
+                (StepKind::Clean, &mut out.clean),
+                (StepKind::Deploy, &mut out.deploy),
+                (StepKind::Service, &mut out.service),
+            ] {
+                let steps = match kind {
+                    StepKind::Clean => r.manager.get_clean_steps(&node, &ports).await,
+                    StepKind::Deploy => r.manager.get_deploy_steps(&node, &ports).await,
+                    StepKind::Service => r.manager.get_service_steps(&node, &ports).await,
+                };
+                names.extend(steps.unwrap_or_default().into_iter().map(|s| s.step));
+            }
         }
-        names
+        out
+    }
+
+    fn peers_of(&self, kind: StepKind) -> Vec<String> {
+        let p = self.peer_steps.lock().unwrap_or_else(|p| p.into_inner());
+        match kind {
+            StepKind::Clean => p.clean.clone(),
+            StepKind::Deploy => p.deploy.clone(),
+            StepKind::Service => p.service.clone(),
+        }
     }
 
     /// The declared steps that are accepted for `kind`, in file order. Refusals are logged.
@@ -266,7 +289,7 @@ impl ContainerHardwareManager {
                 return Vec::new();
             }
         };
-        let peers = self.peer_step_names(kind).await;
+        let peers = self.peers_of(kind);
         let mut accepted: Vec<DeclaredStep> = Vec::new();
         for s in declared {
             let reason = if !valid_step_name(&s.name) {
@@ -403,6 +426,12 @@ impl HardwareManager for ContainerHardwareManager {
             }
         }
         HardwareSupport::NONE
+    }
+
+    async fn initialize(&self, peers: &HardwareManagers) -> Result<(), AgentError> {
+        let names = Self::peer_step_names(peers).await;
+        *self.peer_steps.lock().unwrap_or_else(|p| p.into_inner()) = names;
+        Ok(())
     }
 
     async fn get_clean_steps(

@@ -53,7 +53,17 @@ async fn run(
     let ctx = CommandContext::detached("x");
     let (node, ports) = (json!({}), json!([]));
     let args: Params = serde_json::from_value(args).unwrap();
-    m.execute_step(StepCall { step, kind, node: &node, ports: &ports, args, ctx: &ctx }).await
+    let peers = ipa_core::hardware::HardwareManagers::empty();
+    m.execute_step(StepCall {
+        step,
+        kind,
+        node: &node,
+        ports: &ports,
+        args,
+        ctx: &ctx,
+        peers: &peers,
+    })
+    .await
 }
 
 fn names(steps: &[ipa_core::hardware::Step]) -> Vec<(String, i64)> {

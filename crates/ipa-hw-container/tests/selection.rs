@@ -158,7 +158,6 @@ async fn world() -> World {
         candidates.push((d.build)(&services).unwrap());
     }
     let hw = Arc::new(HardwareManagers::probe(candidates).await.unwrap());
-    services.set_hardware(&hw);
     hw.initialize().await.unwrap();
     World { _dir: dir, root, runner, services, hw }
 }
@@ -190,21 +189,22 @@ async fn all_three_vendor_managers_register_and_rank_by_support() {
 #[tokio::test]
 async fn first_answer_wins_and_incompatible_passes_to_the_next_manager() {
     let w = world().await;
-    let ib = w.hw.dispatch("get_interface_info", |m| m.get_interface_info("ib0")).await.unwrap();
+    let ib = w.hw.dispatch("get_interface_info", |m, _| m.get_interface_info("ib0")).await.unwrap();
     assert_eq!(
         (ib.mac_address.as_str(), ib.client_id.is_some()),
         ("7c:fe:90:29:26:52", true),
         "Mellanox answers for InfiniBand"
     );
-    let eth = w.hw.dispatch("get_interface_info", |m| m.get_interface_info("eno1")).await.unwrap();
+    let eth =
+        w.hw.dispatch("get_interface_info", |m, _| m.get_interface_info("eno1")).await.unwrap();
     assert_eq!(
         (eth.mac_address.as_str(), eth.client_id),
         ("3c:fd:fe:aa:bb:01", None),
         "everyone above is incompatible: generic answers"
     );
-    let e = w.hw.dispatch("get_bmc_mac", |m| m.get_bmc_mac()).await.unwrap_err();
+    let e = w.hw.dispatch("get_bmc_mac", |m, _| m.get_bmc_mac()).await.unwrap_err();
     assert_eq!(e.kind(), "HardwareManagerConfigurationError", "a real error does not fall through");
-    let e = w.hw.dispatch("get_cpus", |m| m.get_cpus()).await.unwrap_err();
+    let e = w.hw.dispatch("get_cpus", |m, _| m.get_cpus()).await.unwrap_err();
     assert_eq!(e.kind(), "HardwareManagerMethodNotFound");
 }
 
@@ -215,7 +215,7 @@ fn step_names(v: &Value, manager: &str) -> Vec<String> {
 #[tokio::test]
 async fn shared_step_names_go_to_the_highest_support_and_versions_list_every_manager() {
     let w = world().await;
-    let ext = StepsExtension::new(StepKind::Clean, w.services.clone());
+    let ext = StepsExtension::new(StepKind::Clean, w.services.clone(), w.hw.clone());
     let params: Params =
         serde_json::from_value(json!({"node": {"uuid": "n1"}, "ports": []})).unwrap();
     let out = ext
@@ -253,7 +253,7 @@ async fn shared_step_names_go_to_the_highest_support_and_versions_list_every_man
 async fn clean_version_mismatch_refuses_and_matching_versions_run_the_winning_manager() {
     let w = world().await;
     w.runner.on_ok("podman", &["--version"], "podman version 5.4.0");
-    let ext = StepsExtension::new(StepKind::Clean, w.services.clone());
+    let ext = StepsExtension::new(StepKind::Clean, w.services.clone(), w.hw.clone());
     let versions = Value::Object(w.hw.versions());
     let exec = |clean_version: Value, step: &str| {
         let params: Params = serde_json::from_value(json!({

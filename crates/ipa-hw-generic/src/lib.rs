@@ -32,7 +32,7 @@ mod sys;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -40,12 +40,13 @@ use ipa_core::error::AgentError;
 use ipa_core::extension::CommandContext;
 use ipa_core::hardware::hints::{self, HintDevice, RaidRootVolume};
 use ipa_core::hardware::{
-    BlockDevice, BootInfo, Cpu, HardwareManager, HardwareManagerVersion, HardwareSupport,
-    Inventory, Memory, NetworkInterface, SystemVendorInfo,
+    BlockDevice, BootInfo, Cpu, HardwareManager, HardwareManagerVersion, HardwareManagers,
+    HardwareSupport, Inventory, Memory, NetworkInterface, SystemVendorInfo,
 };
 use ipa_core::hardware::{Step, StepCall, StepKind};
 use ipa_core::os::{CommandRunner, SystemRunner};
 use ipa_core::registry::HardwareManagerDescriptor;
+use ipa_core::services::{IronicSettings, NodeCache};
 use ipa_core::{AgentServices, RunMode};
 use serde_json::{Map, Value};
 
@@ -67,18 +68,13 @@ pub enum GenericError {
     /// Erasure failed.
     #[error(transparent)]
     Erase(#[from] EraseError),
-    /// A step needs the agent services (the manager was built without them).
-    #[error("{0} needs the agent services")]
-    NoServices(&'static str),
 }
 
 impl From<GenericError> for AgentError {
     fn from(e: GenericError) -> Self {
         match e {
             GenericError::ReadOnly { .. } => AgentError::incompatible(e.to_string()),
-            GenericError::Task(_) | GenericError::NoServices(_) => {
-                AgentError::internal("RuntimeError", e.to_string())
-            }
+            GenericError::Task(_) => AgentError::internal("RuntimeError", e.to_string()),
             GenericError::Erase(e) => match e {
                 EraseError::Erase { .. } => AgentError::BlockDeviceErase { details: e.to_string() },
                 EraseError::Device { .. } => AgentError::BlockDevice { details: e.to_string() },
@@ -148,7 +144,9 @@ impl Default for GenericOptions {
 pub struct GenericHardwareManager {
     opts: GenericOptions,
     runner: Arc<dyn CommandRunner>,
-    services: Weak<AgentServices>,
+    /// The node Ironic sent last and the lookup settings: shared cells, not the services.
+    node: NodeCache,
+    ironic: Arc<RwLock<IronicSettings>>,
     bmc: Mutex<Option<BmcCache>>,
     raid_roots: Mutex<Vec<RaidRootVolume>>,
     progress: Mutex<HashMap<String, CommandContext>>,
@@ -170,7 +168,8 @@ impl GenericHardwareManager {
         Self {
             opts,
             runner,
-            services: Weak::new(),
+            node: NodeCache::default(),
+            ironic: Arc::default(),
             bmc: Mutex::new(None),
             raid_roots: Mutex::new(Vec::new()),
             progress: Mutex::new(HashMap::new()),
@@ -201,7 +200,8 @@ impl GenericHardwareManager {
             verify_samples: erase::VERIFY_SAMPLES,
         };
         let mut m = Self::new(opts, services.runner.clone());
-        m.services = Arc::downgrade(services);
+        m.node = services.node.clone();
+        m.ironic = services.ironic.clone();
         m
     }
 
@@ -217,7 +217,13 @@ impl GenericHardwareManager {
     }
 
     fn node(&self) -> Option<Value> {
-        self.services.upgrade().and_then(|s| s.node.get())
+        self.node.get()
+    }
+
+    /// Follow the node cache `node` (what `from_services` does with the agent's).
+    pub fn with_node_cache(mut self, node: NodeCache) -> Self {
+        self.node = node;
+        self
     }
 
     async fn blocking<T: Send + 'static>(
@@ -230,21 +236,16 @@ impl GenericHardwareManager {
             .map_err(|e| GenericError::Task(e.to_string()).into())
     }
 
-    async fn filter(&self, devices: Vec<BlockDevice>) -> Result<Vec<BlockDevice>, AgentError> {
-        match self.services.upgrade().and_then(|s| s.hardware()) {
-            Some(hw) => hw.filter_devices(devices).await,
-            None => Ok(devices),
-        }
-    }
-
-    /// Disks as root-device matching sees them (all serials and WWNs), skip-list filtered
-    /// against `node` (IPA's `list_block_devices_check_skip_list(all_serial_and_wwn=True)`).
+    /// Disks as root-device matching sees them (all serials and WWNs), filtered by every
+    /// manager in `peers` and skip-listed against `node` (IPA's
+    /// `list_block_devices_check_skip_list(all_serial_and_wwn=True)`).
     pub async fn candidate_devices(
         &self,
         node: Option<&Value>,
+        peers: &HardwareManagers,
     ) -> Result<Vec<HintDevice>, AgentError> {
         let raw = self.blocking(|m| m.block_devices(false)).await?;
-        let kept = self.filter(raw.iter().map(|r| r.device.clone()).collect()).await?;
+        let kept = peers.filter_devices(raw.iter().map(|r| r.device.clone()).collect()).await?;
         let mut devices: Vec<(HintDevice, Option<String>)> = kept
             .into_iter()
             .filter_map(|d| {
@@ -277,11 +278,8 @@ impl GenericHardwareManager {
             .node()
             .and_then(|n| n.get("skip_bmc_detect").and_then(Value::as_bool))
             .unwrap_or(false);
-        let from_lookup = self
-            .services
-            .upgrade()
-            .and_then(|s| s.ironic_settings().skip_bmc_detect)
-            .unwrap_or(false);
+        let from_lookup =
+            self.ironic.read().unwrap_or_else(|p| p.into_inner()).skip_bmc_detect.unwrap_or(false);
         from_node || from_lookup
     }
 
@@ -330,10 +328,10 @@ impl HardwareManager for GenericHardwareManager {
         HardwareSupport::GENERIC
     }
 
-    async fn list_hardware_info(&self) -> Result<Inventory, AgentError> {
-        let interfaces = self.list_network_interfaces().await?;
+    async fn list_hardware_info(&self, peers: &HardwareManagers) -> Result<Inventory, AgentError> {
+        let interfaces = self.list_network_interfaces(peers).await?;
         let cpu = self.get_cpus().await?;
-        let disks = self.list_block_devices(false).await?;
+        let disks = self.list_block_devices(false, peers).await?;
         let memory = self.get_memory().await?;
         let (bmc_address, bmc_v6address, bmc_mac) = if self.skip_bmc() {
             (None, None, None)
@@ -359,33 +357,26 @@ impl HardwareManager for GenericHardwareManager {
         })
     }
 
-    async fn list_network_interfaces(&self) -> Result<Vec<NetworkInterface>, AgentError> {
+    async fn list_network_interfaces(
+        &self,
+        peers: &HardwareManagers,
+    ) -> Result<Vec<NetworkInterface>, AgentError> {
         let names = self.blocking(|m| m.interface_names()).await?;
         let lldp =
             if self.opts.collect_lldp { Some(self.lldp_data(names.clone()).await?) } else { None };
-        let hw = self.services.upgrade().and_then(|s| s.hardware());
         let mut out = Vec::new();
         for name in names {
-            let info = match &hw {
-                Some(hw) => {
-                    let n = name.clone();
-                    match hw
-                        .dispatch("get_interface_info", |m| {
-                            let n = n.clone();
-                            Box::pin(async move { m.get_interface_info(&n).await })
-                        })
-                        .await
-                    {
-                        Ok(i) => i,
-                        Err(AgentError::HardwareManagerMethodNotFound { .. }) => continue,
-                        Err(e) => return Err(e),
-                    }
-                }
-                None => match self.get_interface_info(&name).await {
-                    Ok(i) => i,
-                    Err(e) if e.is_incompatible() => continue,
-                    Err(e) => return Err(e),
-                },
+            let n = name.clone();
+            let info = match peers
+                .dispatch("get_interface_info", |m, _| {
+                    let n = n.clone();
+                    Box::pin(async move { m.get_interface_info(&n).await })
+                })
+                .await
+            {
+                Ok(i) => i,
+                Err(AgentError::HardwareManagerMethodNotFound { .. }) => continue,
+                Err(e) => return Err(e),
             };
             let mut info = info;
             if let Some(Value::Object(l)) = &lldp {
@@ -410,9 +401,10 @@ impl HardwareManager for GenericHardwareManager {
     async fn list_block_devices(
         &self,
         include_partitions: bool,
+        peers: &HardwareManagers,
     ) -> Result<Vec<BlockDevice>, AgentError> {
         let raw = self.blocking(move |m| m.block_devices(include_partitions)).await?;
-        self.filter(raw.into_iter().map(|r| r.device).collect()).await
+        peers.filter_devices(raw.into_iter().map(|r| r.device).collect()).await
     }
 
     async fn get_memory(&self) -> Result<Memory, AgentError> {
@@ -439,10 +431,14 @@ impl HardwareManager for GenericHardwareManager {
         self.blocking(|m| m.system_vendor()).await
     }
 
-    async fn get_os_install_device(&self, _permit_refresh: bool) -> Result<String, AgentError> {
+    async fn get_os_install_device(
+        &self,
+        _permit_refresh: bool,
+        peers: &HardwareManagers,
+    ) -> Result<String, AgentError> {
         let node = self.node();
         let hint_value = node.as_ref().and_then(hints::node_root_device_hints).cloned();
-        let devices = self.candidate_devices(node.as_ref()).await?;
+        let devices = self.candidate_devices(node.as_ref(), peers).await?;
         let raid = lock(&self.raid_roots).clone();
         hints::select_install_device(devices, hint_value.as_ref(), &raid)
     }
@@ -451,10 +447,10 @@ impl HardwareManager for GenericHardwareManager {
         Ok(Some(device))
     }
 
-    async fn wait_for_disks(&self) -> Result<(), AgentError> {
+    async fn wait_for_disks(&self, peers: &HardwareManagers) -> Result<(), AgentError> {
         let (attempts, delay) = self.opts.disk_wait;
         for attempt in 0..attempts {
-            match self.get_os_install_device(false).await {
+            match self.get_os_install_device(false, peers).await {
                 Ok(_) => return Ok(()),
                 Err(AgentError::DeviceNotFound { .. }) => {
                     tracing::debug!(attempt = attempt + 1, attempts, "waiting for the root device");

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use futures_util::StreamExt;
 use ipa_core::error::AgentError;
-use ipa_core::hardware::{BlockDevice, HardwareManager, Step, StepCall, StepKind};
+use ipa_core::hardware::{BlockDevice, HardwareManagers, Step, StepCall, StepKind};
 use serde_json::{Map, Value, json};
 
 use crate::erase::{CancelOnDrop, EraseError, EraseOutcome, ErasePolicy, Eraser};
@@ -29,15 +29,6 @@ impl GenericHardwareManager {
         if !self.offers_steps() {
             return Vec::new();
         }
-        let write_image = || {
-            Step::new("write_image", 0, "deploy")
-                .arg(
-                    "image_info",
-                    "Image information (URLs, checksum, format) as Ironic sends it",
-                    true,
-                )
-                .arg("configdrive", "Config drive: a gzipped, base64-encoded ISO or a URL", false)
-        };
         match kind {
             StepKind::Clean => vec![
                 Step::new("erase_devices", 10, "deploy").abortable(true),
@@ -45,10 +36,10 @@ impl GenericHardwareManager {
                 Step::new("erase_devices_express", 0, "deploy").abortable(true),
                 Step::new("erase_pstore", 0, "deploy").abortable(true),
             ],
-            StepKind::Deploy => {
-                vec![Step::new("erase_devices_metadata", 0, "deploy"), write_image()]
-            }
-            StepKind::Service => vec![write_image()],
+            // `write_image` (deploy and service) is run by the image pipeline's `standby`
+            // fragment, not by a manager: see `ipa_image::StandbyImageExtension`.
+            StepKind::Deploy => vec![Step::new("erase_devices_metadata", 0, "deploy")],
+            StepKind::Service => Vec::new(),
         }
     }
 
@@ -81,20 +72,19 @@ impl GenericHardwareManager {
         }
         match call.step {
             "erase_devices" => self.erase_devices(&call).await,
-            "erase_devices_metadata" => self.erase_devices_metadata(call.node).await,
-            "erase_devices_express" => self.erase_devices_express(call.node).await,
+            "erase_devices_metadata" => self.erase_devices_metadata(call.node, call.peers).await,
+            "erase_devices_express" => self.erase_devices_express(call.node, call.peers).await,
             "erase_pstore" => self.erase_pstore().await,
-            "write_image" => {
-                let services =
-                    self.services.upgrade().ok_or(GenericError::NoServices("write_image"))?;
-                ipa_image::write_image(&services, &call.args, call.ctx).await
-            }
             other => Err(AgentError::incompatible(format!("{other} is not implemented"))),
         }
     }
 
-    async fn kept_disks(&self, node: &Value) -> Result<Vec<BlockDevice>, AgentError> {
-        Ok(self.candidate_devices(Some(node)).await?.into_iter().map(|h| h.device).collect())
+    async fn kept_disks(
+        &self,
+        node: &Value,
+        peers: &HardwareManagers,
+    ) -> Result<Vec<BlockDevice>, AgentError> {
+        Ok(self.candidate_devices(Some(node), peers).await?.into_iter().map(|h| h.device).collect())
     }
 
     /// IPA's `erase_devices`: every disk left after skip lists and filters, a safety check,
@@ -102,7 +92,7 @@ impl GenericHardwareManager {
     async fn erase_devices(&self, call: &StepCall<'_>) -> Result<Value, AgentError> {
         let node = call.node;
         let eraser = self.eraser(node)?;
-        let disks = self.kept_disks(node).await?;
+        let disks = self.kept_disks(node, call.peers).await?;
         for d in &disks {
             eraser.safety_check(&d.name, &eraser.facts(&d.name)).map_err(GenericError::from)?;
         }
@@ -112,22 +102,17 @@ impl GenericHardwareManager {
                 p.insert(d.name.clone(), call.ctx.clone());
             }
         }
-        let hw = self.services.upgrade().and_then(|s| s.hardware());
+        let peers = call.peers;
         let results: Vec<(String, Result<(), AgentError>)> =
             futures_util::stream::iter(disks.iter().cloned().map(|d| {
                 let node = node.clone();
-                let hw = hw.clone();
                 async move {
-                    let r = match &hw {
-                        Some(hw) => {
-                            hw.dispatch("erase_block_device", |m| {
-                                let (node, d) = (node.clone(), d.clone());
-                                Box::pin(async move { m.erase_block_device(&node, &d).await })
-                            })
-                            .await
-                        }
-                        None => self.erase_block_device(&node, &d).await,
-                    };
+                    let r = peers
+                        .dispatch("erase_block_device", |m, _| {
+                            let (node, d) = (node.clone(), d.clone());
+                            Box::pin(async move { m.erase_block_device(&node, &d).await })
+                        })
+                        .await;
                     (d.name, r)
                 }
             }))
@@ -176,9 +161,13 @@ impl GenericHardwareManager {
     }
 
     /// Disks kept for erasure plus their partitions, partitions first (reverse name order).
-    async fn metadata_targets(&self, node: &Value) -> Result<Vec<BlockDevice>, AgentError> {
+    async fn metadata_targets(
+        &self,
+        node: &Value,
+        peers: &HardwareManagers,
+    ) -> Result<Vec<BlockDevice>, AgentError> {
         let kept: BTreeSet<String> =
-            self.kept_disks(node).await?.into_iter().map(|d| d.name).collect();
+            self.kept_disks(node, peers).await?.into_iter().map(|d| d.name).collect();
         let all = self.blocking(|m| m.block_devices(true)).await?;
         let mut out: Vec<BlockDevice> = all
             .into_iter()
@@ -237,17 +226,25 @@ impl GenericHardwareManager {
         }
     }
 
-    async fn erase_devices_metadata(&self, node: &Value) -> Result<Value, AgentError> {
+    async fn erase_devices_metadata(
+        &self,
+        node: &Value,
+        peers: &HardwareManagers,
+    ) -> Result<Value, AgentError> {
         let eraser = self.eraser(node)?;
-        let targets = self.metadata_targets(node).await?;
+        let targets = self.metadata_targets(node, peers).await?;
         self.wipe_metadata_of(&eraser, &targets).await?;
         Ok(Value::Null)
     }
 
     /// NVMe format where allowed; otherwise, or if it fails, a metadata erase.
-    async fn erase_devices_express(&self, node: &Value) -> Result<Value, AgentError> {
+    async fn erase_devices_express(
+        &self,
+        node: &Value,
+        peers: &HardwareManagers,
+    ) -> Result<Value, AgentError> {
         let eraser = self.eraser(node)?;
-        let targets = self.metadata_targets(node).await?;
+        let targets = self.metadata_targets(node, peers).await?;
         let mut formatted = BTreeSet::new();
         for d in targets.iter().filter(|d| eraser.facts(&d.name).parent.is_none()) {
             let facts = eraser.facts(&d.name);

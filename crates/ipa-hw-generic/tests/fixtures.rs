@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ipa_core::hardware::HardwareManager;
+use ipa_core::hardware::{HardwareManager, HardwareManagers};
 use ipa_core::os::FakeRunner;
 use ipa_hw_generic::{GenericHardwareManager, GenericOptions, Machine};
 use serde_json::Value;
@@ -36,7 +36,10 @@ fn ipmitool(runner: &FakeRunner) {
 }
 
 async fn check(name: &str, runner: FakeRunner) -> Value {
-    let inv = manager(name, &runner).list_hardware_info().await.unwrap();
+    // As the agent runs it: the manager among its peers (itself alone).
+    let m = Arc::new(manager(name, &runner));
+    let peers = HardwareManagers::single(m.clone());
+    let inv = m.list_hardware_info(&peers).await.unwrap();
     let got = serde_json::to_value(&inv).unwrap();
     let path = fixture(name).join("expected-inventory.json");
     if std::env::var_os("UPDATE_FIXTURES").is_some() {
@@ -106,18 +109,21 @@ async fn install_device_uses_node_hints_and_skip_lists() {
     let mgr = manager("server", &FakeRunner::new());
     let node = serde_json::json!({"properties": {"skip_block_devices": [{"name": "/dev/sda"}]},
                                   "instance_info": {}});
-    let devs = mgr.candidate_devices(Some(&node)).await.unwrap();
+    let devs = mgr.candidate_devices(Some(&node), &HardwareManagers::empty()).await.unwrap();
     assert_eq!(devs.len(), 2);
     assert_eq!(select_install_device(devs.clone(), None, &[]).unwrap(), "/dev/nvme0n1");
     let h = serde_json::json!({"serial": "zc1abcde"});
     assert_eq!(select_install_device(devs, Some(&h), &[]).unwrap(), "/dev/sdb");
     // Without a node: smallest disk >= 4 GiB.
-    assert_eq!(mgr.get_os_install_device(false).await.unwrap(), "/dev/sda");
+    assert_eq!(
+        mgr.get_os_install_device(false, &HardwareManagers::empty()).await.unwrap(),
+        "/dev/sda"
+    );
     // RAID volume named in skip_block_devices is never chosen.
     let mp = manager("multipath", &FakeRunner::new());
     let node = serde_json::json!({"properties": {"skip_block_devices": [{"volume_name": "root"}]}});
     let names: Vec<String> = mp
-        .candidate_devices(Some(&node))
+        .candidate_devices(Some(&node), &HardwareManagers::empty())
         .await
         .unwrap()
         .into_iter()
@@ -129,8 +135,13 @@ async fn install_device_uses_node_hints_and_skip_lists() {
 #[tokio::test]
 async fn partitions_listed_after_disks_when_asked() {
     let mgr = manager("server", &FakeRunner::new());
-    let all: Vec<String> =
-        mgr.list_block_devices(true).await.unwrap().into_iter().map(|d| d.name).collect();
+    let all: Vec<String> = mgr
+        .list_block_devices(true, &HardwareManagers::empty())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
     assert_eq!(all, ["/dev/sda", "/dev/sdb", "/dev/nvme0n1", "/dev/sda1", "/dev/sda2"]);
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ipa_core::hardware::HardwareManager;
+use ipa_core::hardware::HardwareManagers;
 use ipa_core::os::FakeRunner;
 use ipa_hw_generic::{GenericHardwareManager, GenericOptions, Machine};
 use serde_json::{Value, json};
@@ -74,10 +74,10 @@ fn assert_shape(path: &str, got: &Value, want: &Value) {
 #[tokio::test]
 async fn live_inventory_has_ipa_keys_types_and_real_values() {
     let runner = FakeRunner::new();
-    let mgr = GenericHardwareManager::new(
+    let mgr = HardwareManagers::single(Arc::new(GenericHardwareManager::new(
         GenericOptions { machine: Machine::live(), ..Default::default() },
         Arc::new(runner.clone()),
-    );
+    )));
     let inv = serde_json::to_value(mgr.list_hardware_info().await.unwrap()).unwrap();
     assert_shape("inventory", &inv, &spec_example());
     // Real values of this machine.

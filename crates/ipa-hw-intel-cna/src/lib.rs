@@ -188,7 +188,10 @@ impl HardwareManager for IntelCnaHardwareManager {
         if self.cna_nics().is_empty() { HardwareSupport::NONE } else { HardwareSupport::MAINLINE }
     }
 
-    async fn initialize(&self) -> Result<(), AgentError> {
+    async fn initialize(
+        &self,
+        _peers: &ipa_core::hardware::HardwareManagers,
+    ) -> Result<(), AgentError> {
         if self.collect_lldp {
             self.stop_embedded_lldp();
         } else {

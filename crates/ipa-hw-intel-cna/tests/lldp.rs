@@ -57,7 +57,7 @@ async fn collect_lldp_stops_the_firmware_agent_once_per_device() {
     let dir = tempfile::tempdir().unwrap();
     i40e_host(dir.path(), true);
     let m = IntelCnaHardwareManager::new(dir.path(), true);
-    m.initialize().await.unwrap();
+    m.initialize(&ipa_core::hardware::HardwareManagers::empty()).await.unwrap();
     assert_eq!(command(dir.path(), "0000:18:00.0"), "lldp stop");
     assert_eq!(command(dir.path(), "0000:18:00.1"), "lldp stop");
     assert!(!dir.path().join("sys/kernel/debug/i40e/0000:19:00.0").exists(), "igb is left alone");
@@ -75,8 +75,8 @@ async fn collect_lldp_stops_the_firmware_agent_once_per_device() {
     assert_eq!(command(dir.path(), "0000:18:00.0"), "");
     // A fresh process (new manager) writing again leaves the same single command.
     let fresh = IntelCnaHardwareManager::new(dir.path(), true);
-    fresh.initialize().await.unwrap();
-    fresh.initialize().await.unwrap();
+    fresh.initialize(&ipa_core::hardware::HardwareManagers::empty()).await.unwrap();
+    fresh.initialize(&ipa_core::hardware::HardwareManagers::empty()).await.unwrap();
     assert_eq!(command(dir.path(), "0000:18:00.1"), "lldp stop");
 }
 
@@ -84,7 +84,10 @@ async fn collect_lldp_stops_the_firmware_agent_once_per_device() {
 async fn nothing_is_written_when_lldp_collection_is_off() {
     let dir = tempfile::tempdir().unwrap();
     i40e_host(dir.path(), true);
-    IntelCnaHardwareManager::new(dir.path(), false).initialize().await.unwrap();
+    IntelCnaHardwareManager::new(dir.path(), false)
+        .initialize(&ipa_core::hardware::HardwareManagers::empty())
+        .await
+        .unwrap();
     assert_eq!(command(dir.path(), "0000:18:00.0"), "");
 }
 

@@ -4,9 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ipa_image::ImageError;
-use ipa_image::file_download::download_to_file;
-use ipa_image::http::{HttpClient, HttpOptions};
+use ipa_http::download::{DownloadClient, DownloadError, HttpOptions, download_to_file};
 use md5::Digest as _;
 
 use crate::error::MellanoxError;
@@ -72,7 +70,7 @@ impl Hasher {
     }
 }
 
-/// Fetch `url` into `dest` with ipa-image's downloader ([`ipa_image::file_download`]): `http://`
+/// Fetch `url` into `dest` with the shared downloader ([`ipa_http::download`]): `http://`
 /// and `https://` with `opts` (agent CA file / insecure, proxies, retries, Range resume,
 /// timeouts), or `file://`. Returns the hex digest of what was written, computed on the way to
 /// disk.
@@ -82,16 +80,12 @@ pub async fn fetch(
     checksum: ChecksumType,
     opts: &HttpOptions,
 ) -> Result<String, MellanoxError> {
-    let fail = |reason: String| MellanoxError::Download { url: url.to_string(), reason };
-    let client = HttpClient::new(opts.clone()).map_err(|e| fail(e.to_string()))?;
+    let fail = |reason: String| MellanoxError::Download { url: ipa_http::redact(url), reason };
+    let client = Arc::new(DownloadClient::new(opts.clone()).map_err(|e| fail(e.to_string()))?);
     let mut hasher = Hasher::new(checksum);
-    download_to_file(Arc::new(client), url, url, dest, |chunk| hasher.update(chunk))
+    let redacted = ipa_http::redact(url);
+    download_to_file(&client, &redacted, url, dest, |chunk| hasher.update(chunk))
         .await
-        .map_err(|e| match e {
-            ImageError::Download { msg, .. }
-            | ImageError::DownloadFatal { msg, .. }
-            | ImageError::DownloadTimeout { msg, .. } => fail(msg),
-            other => fail(other.to_string()),
-        })?;
+        .map_err(|e: DownloadError| fail(e.to_string()))?;
     Ok(hasher.hex())
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipa_core::Params;
 use ipa_core::os::{CommandRunner, ExecOutput, ExecRequest};
-use ipa_image::http::HttpOptions;
+use ipa_http::download::HttpOptions;
 use serde_json::{Map, Value, json};
 
 use crate::download::{ChecksumType, fetch};

@@ -33,7 +33,7 @@ use ipa_core::hardware::{
 use ipa_core::os::CommandRunner;
 use ipa_core::registry::HardwareManagerDescriptor;
 use ipa_core::services::{AgentServices, RunMode};
-use ipa_image::http::HttpOptions;
+use ipa_http::download::HttpOptions;
 use serde_json::Value;
 
 pub use error::MellanoxError;
@@ -112,12 +112,20 @@ impl MellanoxDeviceHardwareManager {
         self
     }
 
-    /// Download settings from the agent configuration, as for auxiliary downloads in
-    /// ipa-image ([`ipa_image::file_download::agent_http_options`]): the
+    /// Download settings from the agent configuration
+    /// ([`ipa_http::download::HttpOptions::from_agent`]): the
     /// `image_download_connection_*` options, `image_download_max_duration`, `insecure`,
     /// `cafile` and the proxy environment variables.
     pub fn with_agent_download_settings(self, services: &AgentServices) -> Self {
-        self.with_http_options(ipa_image::file_download::agent_http_options(services))
+        let c = &services.config;
+        self.with_http_options(HttpOptions::from_agent(ipa_http::download::AgentDownload {
+            timeout: c.image_download_connection_timeout,
+            retries: c.image_download_connection_retries,
+            retry_interval: c.image_download_connection_retry_interval,
+            max_duration: c.image_download_max_duration,
+            insecure: c.insecure,
+            cafile: c.cafile.clone(),
+        }))
     }
 
     /// Built from the agent's services: root prefix and work directory from the run mode.

@@ -96,6 +96,7 @@ async fn run_step(
     let ctx = CommandContext::detached("clean.execute_clean_step");
     let (node, ports) = (json!({}), json!([]));
     let args: Params = serde_json::from_value(args).unwrap();
+    let peers = ipa_core::hardware::HardwareManagers::empty();
     m.execute_step(StepCall {
         step,
         kind: StepKind::Clean,
@@ -103,6 +104,7 @@ async fn run_step(
         ports: &ports,
         args,
         ctx: &ctx,
+        peers: &peers,
     })
     .await
 }
@@ -185,8 +187,9 @@ async fn infiniband_host_inventory_has_guid_derived_mac_and_client_id() {
     .unwrap();
     let mut interfaces = Vec::new();
     for name in ["eno1", "enp59s0f1", "ib0"] {
-        interfaces
-            .push(hw.dispatch("get_interface_info", |m| m.get_interface_info(name)).await.unwrap());
+        interfaces.push(
+            hw.dispatch("get_interface_info", |m, _| m.get_interface_info(name)).await.unwrap(),
+        );
     }
     let json = serde_json::to_value(&interfaces).unwrap();
     assert_eq!(json[0]["mac_address"], "3c:fd:fe:aa:bb:01");

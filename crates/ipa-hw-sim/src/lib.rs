@@ -15,8 +15,10 @@
 //! | clean | `erase_devices_metadata` | 99 | zeroes the head and tail of every disk file (as IPA's `dd`) |
 //! | clean | `erase_devices` | 10 | every disk file becomes all zeroes (hole-punched) |
 //! | deploy | `erase_devices_metadata` | 0 | as above |
-//! | deploy, service | `write_image` | 0 | the image pipeline ([`ipa_image::write_image`]) |
 //! | any | `[[steps]]` of the machine file | as given | sleeps, optionally fails, appends to `sim-steps.log` |
+//!
+//! `write_image` (deploy and service) is listed and run by the image pipeline's `standby`
+//! fragment, with this manager answering `get_os_install_device`.
 //!
 //! The manager only loads in sandbox mode: with real hardware it reports no support.
 
@@ -31,9 +33,9 @@ use async_trait::async_trait;
 use ipa_core::config::ConfigError;
 use ipa_core::error::AgentError;
 use ipa_core::hardware::{
-    BlockDevice, BootInfo, Cpu, HardwareManager, HardwareManagerVersion, HardwareSupport,
-    Inventory, LogFile, Memory, NetworkInterface, Step, StepCall, StepKind, SystemVendorInfo,
-    hints,
+    BlockDevice, BootInfo, Cpu, HardwareManager, HardwareManagerVersion, HardwareManagers,
+    HardwareSupport, Inventory, LogFile, Memory, NetworkInterface, Step, StepCall, StepKind,
+    SystemVendorInfo, hints,
 };
 use ipa_core::registry::HardwareManagerDescriptor;
 use ipa_core::services::{AgentServices, RunMode};
@@ -241,28 +243,14 @@ impl SimHardwareManager {
     }
 
     fn builtin_steps(kind: StepKind) -> Vec<Step> {
-        let write_image = || {
-            let mut s = Step::new("write_image", 0, "deploy");
-            s.argsinfo = Some(
-                json!({
-                    "image_info": {"description": "Image information (URLs, checksum, format) as Ironic sends it", "required": true},
-                    "configdrive": {"description": "Config drive: a gzipped, base64-encoded ISO or a URL", "required": false},
-                })
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-            );
-            s
-        };
         match kind {
             StepKind::Clean => vec![
                 Step::new("erase_devices", 10, "deploy").abortable(true),
                 Step::new("erase_devices_metadata", 99, "deploy").abortable(true),
             ],
-            StepKind::Deploy => {
-                vec![Step::new("erase_devices_metadata", 0, "deploy"), write_image()]
-            }
-            StepKind::Service => vec![write_image()],
+            // `write_image` is the image pipeline's step (`ipa_image::StandbyImageExtension`).
+            StepKind::Deploy => vec![Step::new("erase_devices_metadata", 0, "deploy")],
+            StepKind::Service => Vec::new(),
         }
     }
 
@@ -335,7 +323,7 @@ impl HardwareManager for SimHardwareManager {
         }
     }
 
-    async fn initialize(&self) -> Result<(), AgentError> {
+    async fn initialize(&self, _peers: &HardwareManagers) -> Result<(), AgentError> {
         self.sandbox()?;
         self.ensure_disks()?;
         tracing::info!(
@@ -346,7 +334,7 @@ impl HardwareManager for SimHardwareManager {
         Ok(())
     }
 
-    async fn list_hardware_info(&self) -> Result<Inventory, AgentError> {
+    async fn list_hardware_info(&self, _peers: &HardwareManagers) -> Result<Inventory, AgentError> {
         let m = &self.machine;
         Ok(Inventory {
             interfaces: m.network_interfaces(),
@@ -363,7 +351,10 @@ impl HardwareManager for SimHardwareManager {
         })
     }
 
-    async fn list_network_interfaces(&self) -> Result<Vec<NetworkInterface>, AgentError> {
+    async fn list_network_interfaces(
+        &self,
+        _peers: &HardwareManagers,
+    ) -> Result<Vec<NetworkInterface>, AgentError> {
         Ok(self.machine.network_interfaces())
     }
 
@@ -382,6 +373,7 @@ impl HardwareManager for SimHardwareManager {
     async fn list_block_devices(
         &self,
         _include_partitions: bool,
+        _peers: &HardwareManagers,
     ) -> Result<Vec<BlockDevice>, AgentError> {
         Ok(self.machine.block_devices())
     }
@@ -410,11 +402,15 @@ impl HardwareManager for SimHardwareManager {
         Ok(self.machine.system_vendor())
     }
 
-    async fn get_os_install_device(&self, _permit_refresh: bool) -> Result<String, AgentError> {
+    async fn get_os_install_device(
+        &self,
+        _permit_refresh: bool,
+        _peers: &HardwareManagers,
+    ) -> Result<String, AgentError> {
         self.root_device_choice(self.machine.block_devices())
     }
 
-    async fn wait_for_disks(&self) -> Result<(), AgentError> {
+    async fn wait_for_disks(&self, _peers: &HardwareManagers) -> Result<(), AgentError> {
         Ok(())
     }
 
@@ -467,7 +463,6 @@ impl HardwareManager for SimHardwareManager {
                 self.record_step(&call, Value::Null)?;
                 Ok(Value::Null)
             }
-            "write_image" => ipa_image::write_image(&self.services, &call.args, call.ctx).await,
             other => Err(AgentError::incompatible(format!("{other} is not a simulated step"))),
         }
     }

@@ -7,7 +7,7 @@ use figment::Figment;
 use ipa_core::config::AgentConfig;
 use ipa_core::error::AgentError;
 use ipa_core::extension::CommandContext;
-use ipa_core::hardware::{HardwareManager, HardwareSupport, StepCall, StepKind};
+use ipa_core::hardware::{HardwareManager, HardwareManagers, HardwareSupport, StepCall, StepKind};
 use ipa_core::os::{FakeRunner, RecordingPower};
 use ipa_core::services::{AgentServices, RunMode};
 use ipa_hw_sim::{Machine, SimHardwareManager};
@@ -61,7 +61,7 @@ async fn ready(toml_text: &str) -> (tempfile::TempDir, Arc<AgentServices>, SimHa
     let tmp = tempfile::tempdir().unwrap();
     let svc = services(tmp.path(), RunMode::Sandbox { dir: tmp.path().to_path_buf() });
     let mgr = SimHardwareManager::new(machine(toml_text), true, svc.clone());
-    mgr.initialize().await.unwrap();
+    mgr.initialize(&HardwareManagers::empty()).await.unwrap();
     (tmp, svc, mgr)
 }
 
@@ -71,7 +71,16 @@ fn call<'a>(
     node: &'a Value,
     ctx: &'a CommandContext,
 ) -> StepCall<'a> {
-    StepCall { step, kind, node, ports: &Value::Null, args: Default::default(), ctx }
+    static NO_PEERS: HardwareManagers = HardwareManagers::empty();
+    StepCall {
+        step,
+        kind,
+        node,
+        ports: &Value::Null,
+        args: Default::default(),
+        ctx,
+        peers: &NO_PEERS,
+    }
 }
 
 #[tokio::test]
@@ -89,7 +98,10 @@ async fn support_is_none_with_real_hardware_and_service_provider_for_a_named_mac
     let real =
         SimHardwareManager::new(Machine::default(), true, services(tmp.path(), RunMode::Real));
     assert_eq!(real.evaluate_hardware_support().await, HardwareSupport::NONE);
-    assert!(real.initialize().await.is_err(), "must never create disks outside a sandbox");
+    assert!(
+        real.initialize(&HardwareManagers::empty()).await.is_err(),
+        "must never create disks outside a sandbox"
+    );
     let (_t, _s, named) = ready(TWO_DISKS).await;
     assert_eq!(named.evaluate_hardware_support().await, HardwareSupport::SERVICE_PROVIDER);
 }
@@ -97,7 +109,9 @@ async fn support_is_none_with_real_hardware_and_service_provider_for_a_named_mac
 #[tokio::test]
 async fn inventory_comes_from_the_description_in_ipa_shape() {
     let (_t, _s, mgr) = ready(TWO_DISKS).await;
-    let inv = serde_json::to_value(mgr.list_hardware_info().await.unwrap()).unwrap();
+    let inv =
+        serde_json::to_value(mgr.list_hardware_info(&HardwareManagers::empty()).await.unwrap())
+            .unwrap();
     assert_eq!(inv["interfaces"][0]["mac_address"], "3c:fd:fe:aa:bb:01");
     assert_eq!(inv["disks"].as_array().unwrap().len(), 3);
     assert_eq!(inv["disks"][1]["size"], json!(6u64 << 30));
@@ -108,16 +122,22 @@ async fn inventory_comes_from_the_description_in_ipa_shape() {
 #[tokio::test]
 async fn default_root_device_is_the_smallest_disk_of_at_least_4_gib() {
     let (_t, _s, mgr) = ready(TWO_DISKS).await;
-    assert_eq!(mgr.get_os_install_device(false).await.unwrap(), "/dev/sdc");
+    assert_eq!(
+        mgr.get_os_install_device(false, &HardwareManagers::empty()).await.unwrap(),
+        "/dev/sdc"
+    );
 }
 
 #[tokio::test]
 async fn root_device_hints_from_the_cached_node_select_the_disk() {
     let (_t, svc, mgr) = ready(TWO_DISKS).await;
     svc.node.set(json!({"uuid": "n1", "properties": {"root_device": {"serial": "S2"}}}));
-    assert_eq!(mgr.get_os_install_device(false).await.unwrap(), "/dev/sdb");
+    assert_eq!(
+        mgr.get_os_install_device(false, &HardwareManagers::empty()).await.unwrap(),
+        "/dev/sdb"
+    );
     svc.node.set(json!({"uuid": "n1", "properties": {"root_device": {"serial": "nope"}}}));
-    let e = mgr.get_os_install_device(false).await.unwrap_err();
+    let e = mgr.get_os_install_device(false, &HardwareManagers::empty()).await.unwrap_err();
     assert!(matches!(e, AgentError::DeviceNotFound { .. }), "{e:?}");
 }
 
@@ -190,7 +210,8 @@ async fn machine_file_steps_are_listed_run_and_fail_as_described() {
         .into_iter()
         .map(|s| s.step)
         .collect();
-    assert_eq!(service, ["write_image", "sim_burnin"]);
+    // `write_image` is the image pipeline's step, not the manager's.
+    assert_eq!(service, ["sim_burnin"]);
 
     let ctx = CommandContext::detached("clean.execute_clean_step");
     let node = json!({"uuid": "n1"});
@@ -233,9 +254,15 @@ fn the_example_machine_in_the_repository_loads() {
 async fn root_device_hints_use_the_full_operator_grammar() {
     let (_t, svc, mgr) = ready(TWO_DISKS).await;
     svc.node.set(json!({"uuid": "n1", "properties": {"root_device": {"size": ">= 6"}}}));
-    assert_eq!(mgr.get_os_install_device(false).await.unwrap(), "/dev/sdb");
+    assert_eq!(
+        mgr.get_os_install_device(false, &HardwareManagers::empty()).await.unwrap(),
+        "/dev/sdb"
+    );
     svc.node.set(
         json!({"uuid": "n1", "instance_info": {"root_device": {"serial": "<or> S9 <or> S3"}}}),
     );
-    assert_eq!(mgr.get_os_install_device(false).await.unwrap(), "/dev/sdc");
+    assert_eq!(
+        mgr.get_os_install_device(false, &HardwareManagers::empty()).await.unwrap(),
+        "/dev/sdc"
+    );
 }

@@ -14,8 +14,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ipa_http::download::{Download, DownloadClient, HttpOptions};
 use ipa_image::checksum::{Algo, Expected};
-use ipa_image::http::{Download, HttpClient, HttpOptions};
 use ipa_image::pipeline::{FormatPolicy, StreamSpec, stream_image};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
@@ -165,7 +165,7 @@ async fn serve(dir: PathBuf) -> String {
 }
 
 async fn one(url: String, target: PathBuf, sha: String, readback: bool) {
-    let client = Arc::new(HttpClient::new(HttpOptions::default()).unwrap());
+    let client = Arc::new(DownloadClient::new(HttpOptions::default()).unwrap());
     let dl = Download::new(client, "bench", vec![url.clone()]);
     let spec = StreamSpec {
         image_id: "bench".into(),

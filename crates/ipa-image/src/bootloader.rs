@@ -19,7 +19,11 @@ pub const FALLBACK_LOADER: &str = "\\EFI\\BOOT\\BOOTX64.EFI";
 async fn run(s: &AgentServices, args: Vec<String>) -> Result<String> {
     let req = ExecRequest::new("efibootmgr", args);
     let line = req.command_line();
-    let out = s.runner.run(req).await.map_err(|e| ImageError::Other(e.to_string()))?;
+    let out = s
+        .runner
+        .run(req)
+        .await
+        .map_err(|source| ImageError::Exec { command: line.clone(), source })?;
     if out.success() {
         return Ok(out.stdout);
     }
@@ -37,21 +41,18 @@ async fn run(s: &AgentServices, args: Vec<String>) -> Result<String> {
         }
         return Ok(String::new());
     }
-    Err(ImageError::Other(format!("{line} failed with exit code {}: {}", out.status, out.stderr)))
+    Err(ImageError::Tool { command: line, status: out.status, stderr: out.stderr })
 }
 
-/// Run `install_bootloader`. Returns `null` like IPA.
-pub async fn install(s: &Arc<AgentServices>, params: &Params) -> Result<Value> {
+/// Run `install_bootloader` for the OS on `device`. Returns `null` like IPA.
+pub async fn install(s: &Arc<AgentServices>, device: &str, params: &Params) -> Result<Value> {
     let root_uuid = param_str(params, "root_uuid")?.map(str::to_string);
     let esp_uuid = param_str(params, "efi_system_part_uuid")?.map(str::to_string);
     let mode = param_str(params, "target_boot_mode")?.unwrap_or("bios").to_string();
     let ignore = param_bool(params, "ignore_bootloader_failure")
         .or(s.config.ignore_bootloader_failure)
         .unwrap_or(false);
-    let hw =
-        s.hardware().ok_or_else(|| ImageError::DeviceNotFound("no hardware managers".into()))?;
-    let device =
-        hw.dispatch("get_os_install_device", |m| Box::pin(m.get_os_install_device(false))).await?;
+    let device = device.to_string();
     let result = if mode == "uefi" || esp_uuid.is_some() {
         uefi(s, &device, esp_uuid.as_deref()).await
     } else if root_uuid.as_deref().is_none_or(|u| u == "0x00000000") {
@@ -61,14 +62,15 @@ pub async fn install(s: &Arc<AgentServices>, params: &Params) -> Result<Value> {
         .enable_bios_bootloader_install
         .unwrap_or(s.config.enable_bios_bootloader_install)
     {
-        Err(ImageError::InvalidImage(
-            "Legacy BIOS grub installation is not supported by this agent".into(),
-        ))
+        Err(ImageError::InvalidImage {
+            details: "Legacy BIOS grub installation is not supported by this agent".into(),
+        })
     } else {
-        Err(ImageError::InvalidImage(
-            "Legacy BIOS bootloader installation is disabled (enable_bios_bootloader_install)"
-                .into(),
-        ))
+        Err(ImageError::InvalidImage {
+            details:
+                "Legacy BIOS bootloader installation is disabled (enable_bios_bootloader_install)"
+                    .into(),
+        })
     };
     match result {
         Err(e) if ignore => {
@@ -81,9 +83,11 @@ pub async fn install(s: &Arc<AgentServices>, params: &Params) -> Result<Value> {
 
 async fn uefi(s: &AgentServices, device: &str, esp_uuid: Option<&str>) -> Result<()> {
     let path = s.mode.device_path(device);
-    let f = std::fs::File::open(&path)
-        .map_err(|e| ImageError::DeviceNotFound(format!("cannot open {device}: {e}")))?;
-    let table = disk::read_table(&f).map_err(|e| ImageError::Other(e.to_string()))?;
+    let f = std::fs::File::open(&path).map_err(|e| ImageError::DeviceNotFound {
+        details: format!("cannot open {device}: {e}"),
+    })?;
+    let table = disk::read_table(&f)
+        .map_err(|source| ImageError::Table { device: device.to_string(), source })?;
     let esp = match &table {
         Table::Gpt(g) => g
             .parts
@@ -101,7 +105,7 @@ async fn uefi(s: &AgentServices, device: &str, esp_uuid: Option<&str>) -> Result
         Table::None => None,
     };
     let Some(part) = esp else {
-        return Err(ImageError::Other(format!("No EFI partition could be detected on {device}")));
+        return Err(ImageError::NoEfiPartition { device: device.to_string() });
     };
     let listing = run(s, vec!["-v".into()]).await?;
     for line in listing.lines() {

@@ -100,16 +100,20 @@ fn is_hex(s: &str) -> bool {
 pub fn legacy_expected(image_id: &str, value: &str, md5_enabled: bool) -> Result<Expected> {
     let v = value.trim();
     match Algo::from_len(v.len()) {
-        Some(Algo::Md5) if !md5_enabled => Err(ImageError::NoChecksum(format!(
-            "Unable to verify image {image_id} with available checksums. Please make sure \
+        Some(Algo::Md5) if !md5_enabled => Err(ImageError::NoChecksum {
+            details: format!(
+                "Unable to verify image {image_id} with available checksums. Please make sure \
              the specified 'os_hash_algo' (currently None) is supported by this ramdisk, or \
              provide a md5 checksum via the 'checksum' field (MD5 checksums are disabled)."
-        ))),
+            ),
+        }),
         Some(algo) if is_hex(v) => Ok(Expected { algo, value: v.to_ascii_lowercase() }),
-        _ => Err(ImageError::NoChecksum(format!(
-            "Unable to proceed with image {image_id} as the checksum {v:?} does not look like \
+        _ => Err(ImageError::NoChecksum {
+            details: format!(
+                "Unable to proceed with image {image_id} as the checksum {v:?} does not look like \
              an md5, sha256 or sha512 hex digest."
-        ))),
+            ),
+        }),
     }
 }
 

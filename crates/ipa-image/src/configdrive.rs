@@ -6,7 +6,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::error::{ImageError, Result};
-use crate::http::HttpClient;
+use ipa_http::download::DownloadClient;
 
 /// Largest accepted config drive, decoded.
 pub const MAX_CONFIG_DRIVE: u64 = 64 << 20;
@@ -24,13 +24,15 @@ fn gunzip_bounded(data: Vec<u8>) -> Result<Vec<u8>> {
     flate2::read::MultiGzDecoder::new(&data[..])
         .take(MAX_CONFIG_DRIVE + 1)
         .read_to_end(&mut out)
-        .map_err(|e| ImageError::Deployment(format!("Config drive could not be decompressed: {e}")))?;
+        .map_err(|e| ImageError::Deployment {
+        details: format!("Config drive could not be decompressed: {e}"),
+    })?;
     Ok(out)
 }
 
 /// The config drive image bytes, or `None` if there is none. Never logs the contents.
 pub async fn fetch(
-    client: &HttpClient,
+    client: &DownloadClient,
     node: &str,
     value: Option<&Value>,
 ) -> Result<Option<Vec<u8>>> {
@@ -39,29 +41,29 @@ pub async fn fetch(
         Some(Value::String(s)) if s.is_empty() => return Ok(None),
         Some(Value::String(s)) => s,
         Some(_) => {
-            return Err(ImageError::Deployment(
-                "Config drive must be a string (gzip+base64 ISO or URL); build it in Ironic".into(),
-            ));
+            return Err(ImageError::Deployment {
+                details:
+                    "Config drive must be a string (gzip+base64 ISO or URL); build it in Ironic"
+                        .into(),
+            });
         }
     };
     let data = if crate::info::is_url(s) {
         let raw = client
             .fetch_small(node, std::slice::from_ref(s), (MAX_CONFIG_DRIVE * 2) as usize)
             .await
-            .map_err(|e| {
-                ImageError::Deployment(format!(
-                    "Can't download the configdrive content for node {node}: {e}"
-                ))
+            .map_err(|e| ImageError::Deployment {
+                details: format!("Can't download the configdrive content for node {node}: {e}"),
             })?;
         match b64(&raw) {
             Some(d) => gunzip_bounded(d)?,
             None => raw.to_vec(),
         }
     } else {
-        let d = b64(s.as_bytes()).ok_or_else(|| {
-            ImageError::Deployment(format!(
+        let d = b64(s.as_bytes()).ok_or_else(|| ImageError::Deployment {
+            details: format!(
                 "Config drive for node {node} is not base64 encoded or the content is malformed."
-            ))
+            ),
         })?;
         gunzip_bounded(d)?
     };

@@ -3,7 +3,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -14,13 +14,14 @@ use ipa_core::services::AgentServices;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use crate::ImageState;
 use crate::checksum::{Algo, Expected, legacy_expected, parse_checksum_file, url_basename};
 use crate::disk::{self, GptPart, MbrPart, Region, Table};
 use crate::error::{ImageError, Result};
-use crate::http::{Download, HttpClient, HttpOptions};
 use crate::info::{ImageInfo, is_url, validate_image_info};
 use crate::pipeline::{FormatPolicy, StreamSpec, stream_image};
 use crate::writer::target_size;
+use ipa_http::download::{Download, DownloadClient, HttpOptions};
 
 const MIB: u64 = 1 << 20;
 
@@ -55,7 +56,9 @@ pub fn http_options(s: &AgentServices, info: &ImageInfo) -> Result<HttpOptions> 
     };
     if let Some(a) = &info.request_authorization {
         let raw = base64::engine::general_purpose::STANDARD.decode(a.trim()).map_err(|_| {
-            ImageError::InvalidParams("image_request_authorization is not base64".into())
+            ImageError::InvalidParams {
+                details: "image_request_authorization is not base64".into(),
+            }
         })?;
         o.authorization = Some(String::from_utf8_lossy(&raw).into_owned());
     } else {
@@ -87,7 +90,7 @@ pub fn http_options(s: &AgentServices, info: &ImageInfo) -> Result<HttpOptions> 
 
 /// Resolve what the image must hash to (§6.4), fetching checksum files.
 pub async fn expected_checksum(
-    client: &HttpClient,
+    client: &DownloadClient,
     info: &ImageInfo,
     md5: bool,
 ) -> Result<Expected> {
@@ -110,21 +113,16 @@ pub async fn expected_checksum(
             legacy_expected(&info.id, &v, md5)
         }
         Some(c) => legacy_expected(&info.id, c, md5),
-        None => Err(ImageError::NoChecksum(format!(
-            "Unable to verify image {} with available checksums. Please make sure the specified \
+        None => Err(ImageError::NoChecksum {
+            details: format!(
+                "Unable to verify image {} with available checksums. Please make sure the specified \
              'os_hash_algo' (currently {}) is supported by this ramdisk, or provide a md5 \
              checksum via the 'checksum' field",
-            info.id,
-            info.os_hash_algo.as_deref().unwrap_or("None")
-        ))),
+                info.id,
+                info.os_hash_algo.as_deref().unwrap_or("None")
+            ),
+        }),
     }
-}
-
-async fn install_device(s: &Arc<AgentServices>) -> Result<String> {
-    let hw = s
-        .hardware()
-        .ok_or_else(|| ImageError::DeviceNotFound("no hardware managers are available".into()))?;
-    Ok(hw.dispatch("get_os_install_device", |m| Box::pin(m.get_os_install_device(true))).await?)
 }
 
 fn policy(s: &AgentServices, info: &ImageInfo) -> FormatPolicy {
@@ -148,16 +146,16 @@ async fn rescan(s: &AgentServices, device: &str) {
 async fn fs_tool(s: &AgentServices, program: &str, args: Vec<String>) -> Result<()> {
     let req = ExecRequest::new(program, args);
     let line = req.command_line();
-    let out = s.runner.run(req).await.map_err(|e| ImageError::Deployment(e.to_string()))?;
+    let out =
+        s.runner.run(req).await.map_err(|e| ImageError::Deployment { details: e.to_string() })?;
     if !out.success() {
         if s.mode.is_sandbox() {
             tracing::info!(command = %line, "sandbox: filesystem tool not run on a file-backed disk");
             return Ok(());
         }
-        return Err(ImageError::Deployment(format!(
-            "{line} failed with exit code {}: {}",
-            out.status, out.stderr
-        )));
+        return Err(ImageError::Deployment {
+            details: format!("{line} failed with exit code {}: {}", out.status, out.stderr),
+        });
     }
     Ok(())
 }
@@ -167,27 +165,32 @@ async fn fs_tool(s: &AgentServices, program: &str, args: Vec<String>) -> Result<
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ImageError::Other(format!("disk I/O task failed: {e}")))?
+        .map_err(|source| ImageError::Task { stage: "disk I/O task", source })?
 }
 
 fn open_rw(path: &Path, device: &str) -> Result<std::fs::File> {
-    OpenOptions::new().read(true).write(true).open(path).map_err(|e| ImageError::Write {
+    OpenOptions::new().read(true).write(true).open(path).map_err(|source| ImageError::Io {
         device: device.to_string(),
-        msg: format!("cannot open {}: {e}", path.display()),
+        op: format!("cannot open {}", path.display()),
+        source,
     })
 }
 
 fn write_region(f: &std::fs::File, device: &str, r: Region, data: &[u8]) -> Result<()> {
     if data.len() as u64 > r.len {
-        return Err(ImageError::Deployment(format!(
-            "config drive ({} bytes) does not fit partition {} of {device}",
-            data.len(),
-            r.number
-        )));
+        return Err(ImageError::Deployment {
+            details: format!(
+                "config drive ({} bytes) does not fit partition {} of {device}",
+                data.len(),
+                r.number
+            ),
+        });
     }
-    f.write_all_at(data, r.offset)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| ImageError::Write { device: device.into(), msg: e.to_string() })
+    f.write_all_at(data, r.offset).and_then(|_| f.sync_all()).map_err(|source| ImageError::Io {
+        device: device.into(),
+        op: format!("config drive write at {}", r.offset),
+        source,
+    })
 }
 
 /// A partition-image layout (§6.7).
@@ -229,13 +232,17 @@ fn create_layout(
     plan.push(("root", info.root_mb));
     let total_mb: u64 = 1 + plan.iter().map(|p| p.1).sum::<u64>() + 1;
     if total_mb * MIB > disk_bytes {
-        return Err(ImageError::InvalidParams(format!(
-            "Requested partitions ({total_mb} MiB) do not fit on {device} ({} MiB)",
-            disk_bytes / MIB
-        )));
+        return Err(ImageError::InvalidParams {
+            details: format!(
+                "Requested partitions ({total_mb} MiB) do not fit on {device} ({} MiB)",
+                disk_bytes / MIB
+            ),
+        });
     }
     if !gpt && plan.len() > 4 {
-        return Err(ImageError::Deployment("more than 4 partitions on an msdos label".into()));
+        return Err(ImageError::Deployment {
+            details: "more than 4 partitions on an msdos label".into(),
+        });
     }
     let mut layout = Layout::default();
     let mut start = MIB;
@@ -277,7 +284,9 @@ fn create_layout(
         }
         start += r.len;
     }
-    let e = |e: std::io::Error| ImageError::Deployment(format!("partitioning {device}: {e}"));
+    let e = |e: std::io::Error| ImageError::Deployment {
+        details: format!("partitioning {device}: {e}"),
+    };
     if gpt {
         disk::write_protective_mbr(f, disk_bytes).map_err(e)?;
         let mut g = disk::Gpt {
@@ -314,8 +323,15 @@ fn boot_mode(s: &AgentServices, info: &ImageInfo) -> String {
     ii.or(cap).unwrap_or("uefi").to_string()
 }
 
-/// The whole `prepare_image` flow. Returns IPA's message.
-pub async fn run(s: &Arc<AgentServices>, args: &Params, ctx: &CommandContext) -> Result<String> {
+/// The whole `prepare_image` flow onto `device` (the install device the caller resolved once),
+/// recording the result in `state`. Returns IPA's message.
+pub async fn run(
+    s: &Arc<AgentServices>,
+    device: &str,
+    state: &RwLock<ImageState>,
+    args: &Params,
+    ctx: &CommandContext,
+) -> Result<String> {
     validate(s, args)?;
     let info = ImageInfo::parse(args.get("image_info").unwrap_or(&Value::Null))?;
     let configdrive = args
@@ -323,18 +339,18 @@ pub async fn run(s: &Arc<AgentServices>, args: &Params, ctx: &CommandContext) ->
         .filter(|v| !v.is_null())
         .cloned()
         .or_else(|| info.configdrive.clone());
-    let device = install_device(s).await?;
-    let cached = s.image.read().unwrap_or_else(|p| p.into_inner()).cached_image_id.clone();
+    let device = device.to_string();
+    let cached = state.read().unwrap_or_else(|p| p.into_inner()).cached_image_id.clone();
     let cached_msg = |st: &Map<String, Value>| {
         let root = st.get("root uuid").and_then(Value::as_str).unwrap_or("").to_string();
         format!("image ({}) written to device {device} root_uuid={root}", info.id)
     };
     if cached.as_deref() == Some(info.id.as_str()) {
         tracing::info!(image = %info.id, "image already written by this agent; skipping");
-        let st = s.image.read().unwrap_or_else(|p| p.into_inner()).partition_uuids.clone();
+        let st = state.read().unwrap_or_else(|p| p.into_inner()).partition_uuids.clone();
         return Ok(cached_msg(&st));
     }
-    let client = Arc::new(HttpClient::new(http_options(s, &info)?)?);
+    let client = Arc::new(DownloadClient::new(http_options(s, &info)?)?);
     let expected = expected_checksum(&client, &info, md5_enabled(s)).await?;
     let cd =
         crate::configdrive::fetch(&client, &info.id, configdrive.as_ref()).await?.map(Arc::new);
@@ -363,9 +379,9 @@ pub async fn run(s: &Arc<AgentServices>, args: &Params, ctx: &CommandContext) ->
     };
     if info.partition {
         if info.root_mb == 0 {
-            return Err(ImageError::InvalidParams(
-                "Image 'root_mb' must be set for partition images.".into(),
-            ));
+            return Err(ImageError::InvalidParams {
+                details: "Image 'root_mb' must be set for partition images.".into(),
+            });
         }
         let gpt = uefi || info.disk_label.as_deref() == Some("gpt");
         let cd_mb = cd.as_ref().map(|d| (d.len() as u64).div_ceil(MIB)).unwrap_or(0);
@@ -382,7 +398,9 @@ pub async fn run(s: &Arc<AgentServices>, args: &Params, ctx: &CommandContext) ->
             })
             .await?
         };
-        let root = layout.root.ok_or_else(|| ImageError::Deployment("no root partition".into()))?;
+        let root = layout
+            .root
+            .ok_or_else(|| ImageError::Deployment { details: "no root partition".into() })?;
         rescan(s, &device).await;
         spec.base = root.offset;
         spec.limit = Some(root.len);
@@ -410,7 +428,8 @@ pub async fn run(s: &Arc<AgentServices>, args: &Params, ctx: &CommandContext) ->
         let (target, dev) = (target.clone(), device.clone());
         let found = blocking(move || {
             let f = open_rw(&target, &dev)?;
-            let table = disk::read_table(&f).map_err(|e| ImageError::Deployment(e.to_string()))?;
+            let table = disk::read_table(&f)
+                .map_err(|e| ImageError::Deployment { details: e.to_string() })?;
             let uuid_of = |r: Region| {
                 disk::fs_uuid(&f, r.offset).or_else(|| disk::part_uuid(&table, r.number))
             };
@@ -456,12 +475,12 @@ pub async fn run(s: &Arc<AgentServices>, args: &Params, ctx: &CommandContext) ->
         let (f2, dev, cd2) = (f.clone(), device.clone(), cd.clone());
         let wrote_cd = blocking(move || {
             let f = &*f2;
-            let table = disk::read_table(f).map_err(|e| ImageError::Deployment(e.to_string()))?;
+            let table = disk::read_table(f).map_err(|e| ImageError::Deployment { details: e.to_string() })?;
             if table.count() == 0 {
-                return Err(ImageError::Deployment(format!(
+                return Err(ImageError::Deployment { details: format!(
                     "No partitions found on the device {dev} after writing the image. The image \
                      is either not a whole disk image or it is corrupted."
-                )));
+                ) });
             }
             let Some(data) = cd2 else { return Ok(false) };
             let existing = match &table {
@@ -515,7 +534,7 @@ pub async fn run(s: &Arc<AgentServices>, args: &Params, ctx: &CommandContext) ->
         msg.push_str(&format!(" efi_system_partition_uuid={e}"));
     }
     {
-        let mut st = s.image.write().unwrap_or_else(|p| p.into_inner());
+        let mut st = state.write().unwrap_or_else(|p| p.into_inner());
         st.cached_image_id = Some(info.id.clone());
         st.partition_uuids = uuids;
     }

@@ -116,7 +116,7 @@ fn guid(b: &[u8]) -> Uuid {
 }
 
 fn io(dev: &str) -> impl Fn(std::io::Error) -> ImageError + '_ {
-    move |e| ImageError::Deployment(format!("I/O error on {dev}: {e}"))
+    move |e| ImageError::Deployment { details: format!("I/O error on {dev}: {e}") }
 }
 
 fn read_at(f: &File, off: u64, len: usize) -> std::io::Result<Vec<u8>> {
@@ -358,26 +358,30 @@ pub fn add_config_drive_partition(
     let e = io(device);
     let want = 64 * MIB;
     if size > want {
-        return Err(ImageError::Deployment(format!(
-            "Config drive size exceeds maximum limit of 64MiB. Size of the given config drive \
+        return Err(ImageError::Deployment {
+            details: format!(
+                "Config drive size exceeds maximum limit of 64MiB. Size of the given config drive \
              is {} MiB",
-            size.div_ceil(MIB)
-        )));
+                size.div_ceil(MIB)
+            ),
+        });
     }
     match read_table(f).map_err(&e)? {
         Table::Gpt(mut g) => {
             let end = g.last_usable;
             let start = (end + 1 - want / SECTOR).div_ceil(2048) * 2048;
             if let Some(p) = g.parts.iter().find(|p| p.last >= start && p.first <= end) {
-                return Err(ImageError::Deployment(format!(
-                    "No space at the end of {device} for the config drive (partition {} ends at \
+                return Err(ImageError::Deployment {
+                    details: format!(
+                        "No space at the end of {device} for the config drive (partition {} ends at \
                      sector {})",
-                    p.number, p.last
-                )));
+                        p.number, p.last
+                    ),
+                });
             }
             let number = (1..=g.num_entries)
                 .find(|n| !g.parts.iter().any(|p| p.number == *n))
-                .ok_or_else(|| ImageError::Deployment("no free GPT slot".into()))?;
+                .ok_or_else(|| ImageError::Deployment { details: "no free GPT slot".into() })?;
             g.parts.push(GptPart {
                 number,
                 type_guid: Uuid::parse_str(GUID_LINUX).unwrap_or_default(),
@@ -392,30 +396,34 @@ pub fn add_config_drive_partition(
         }
         Table::Mbr { signature, mut parts } => {
             if parts.len() >= 4 {
-                return Err(ImageError::Deployment(format!(
-                    "Config drive cannot be created for the disk {device}: the maximum number \
+                return Err(ImageError::Deployment {
+                    details: format!(
+                        "Config drive cannot be created for the disk {device}: the maximum number \
                      of primary partitions (4) is already reached."
-                )));
+                    ),
+                });
             }
             let two_tib = 2u64 << 40;
             let end_bytes = disk_bytes.min(two_tib);
             let start = (end_bytes - want) / MIB * MIB / SECTOR;
             let sectors = end_bytes / SECTOR - start;
             if let Some(p) = parts.iter().find(|p| p.start + p.sectors > start) {
-                return Err(ImageError::Deployment(format!(
-                    "No space at the end of {device} for the config drive (partition {} \
+                return Err(ImageError::Deployment {
+                    details: format!(
+                        "No space at the end of {device} for the config drive (partition {} \
                      overlaps)",
-                    p.number
-                )));
+                        p.number
+                    ),
+                });
             }
             let number = (1..=4).find(|n| !parts.iter().any(|p| p.number == *n)).unwrap_or(4);
             parts.push(MbrPart { number, bootable: false, typ: 0x0c, start, sectors });
             write_mbr(f, signature, &parts).map_err(&e)?;
             Ok(Region { number, offset: start * SECTOR, len: sectors * SECTOR })
         }
-        Table::None => Err(ImageError::Deployment(format!(
-            "No partition table on {device}; cannot add a config drive partition"
-        ))),
+        Table::None => Err(ImageError::Deployment {
+            details: format!("No partition table on {device}; cannot add a config drive partition"),
+        }),
     }
 }
 

@@ -77,12 +77,14 @@ fn mb(m: &Map<String, Value>, k: &str) -> Result<u64> {
     match m.get(k) {
         None | Some(Value::Null) => Ok(0),
         Some(Value::Number(n)) => Ok(n.as_f64().unwrap_or(0.0).max(0.0) as u64),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse::<f64>()
-            .map(|v| v.max(0.0) as u64)
-            .map_err(|_| ImageError::InvalidParams(format!("Image '{k}' must be a number."))),
-        Some(_) => Err(ImageError::InvalidParams(format!("Image '{k}' must be a number."))),
+        Some(Value::String(s)) => {
+            s.trim().parse::<f64>().map(|v| v.max(0.0) as u64).map_err(|_| {
+                ImageError::InvalidParams { details: format!("Image '{k}' must be a number.") }
+            })
+        }
+        Some(_) => {
+            Err(ImageError::InvalidParams { details: format!("Image '{k}' must be a number.") })
+        }
     }
 }
 
@@ -109,15 +111,17 @@ pub fn validate_image_info(info: Option<&Value>, md5_enabled: bool) -> Result<()
     };
     for field in ["id", "urls"] {
         if !m.contains_key(field) {
-            return Err(ImageError::InvalidParams(format!("Image is missing '{field}' field.")));
+            return Err(ImageError::InvalidParams {
+                details: format!("Image is missing '{field}' field."),
+            });
         }
     }
     match m.get("urls") {
         Some(Value::Array(a)) if !a.is_empty() => {}
         _ => {
-            return Err(ImageError::InvalidParams(
-                "Image 'urls' must be a list with at least one element.".into(),
-            ));
+            return Err(ImageError::InvalidParams {
+                details: "Image 'urls' must be a list with at least one element.".into(),
+            });
         }
     }
     let mut avail = false;
@@ -129,9 +133,9 @@ pub fn validate_image_info(info: Option<&Value>, md5_enabled: bool) -> Result<()
                 }
             }
             _ => {
-                return Err(ImageError::InvalidParams(
-                    "Image 'checksum' must be a non-empty string.".into(),
-                ));
+                return Err(ImageError::InvalidParams {
+                    details: "Image 'checksum' must be a non-empty string.".into(),
+                });
             }
         }
     }
@@ -140,23 +144,21 @@ pub fn validate_image_info(info: Option<&Value>, md5_enabled: bool) -> Result<()
     let nonempty = |v: Option<&Value>| matches!(v, Some(Value::String(s)) if !s.is_empty());
     if algo.is_some() || value.is_some() {
         if !nonempty(algo) {
-            return Err(ImageError::InvalidParams(
-                "Image 'os_hash_algo' must be a non-empty string.".into(),
-            ));
+            return Err(ImageError::InvalidParams {
+                details: "Image 'os_hash_algo' must be a non-empty string.".into(),
+            });
         }
         if !nonempty(value) {
-            return Err(ImageError::InvalidParams(
-                "Image 'os_hash_value' must be a non-empty string.".into(),
-            ));
+            return Err(ImageError::InvalidParams {
+                details: "Image 'os_hash_value' must be a non-empty string.".into(),
+            });
         }
         avail = true;
     }
     if !avail {
-        return Err(ImageError::InvalidParams(
-            "Image checksum is not available, either the 'checksum' field or the 'os_hash_algo' \
+        return Err(ImageError::InvalidParams { details: "Image checksum is not available, either the 'checksum' field or the 'os_hash_algo' \
              and 'os_hash_value' fields pair must be set for image verification."
-                .into(),
-        ));
+                .into() });
     }
     Ok(())
 }
@@ -164,13 +166,17 @@ pub fn validate_image_info(info: Option<&Value>, md5_enabled: bool) -> Result<()
 impl ImageInfo {
     /// Parse a validated `image_info` object.
     pub fn parse(v: &Value) -> Result<Self> {
-        let m = v
-            .as_object()
-            .ok_or_else(|| ImageError::InvalidParams("image_info must be an object".into()))?;
+        let m = v.as_object().ok_or_else(|| ImageError::InvalidParams {
+            details: "image_info must be an object".into(),
+        })?;
         let id = match m.get("id") {
             Some(Value::String(s)) => s.clone(),
             Some(other) if !other.is_null() => other.to_string(),
-            _ => return Err(ImageError::InvalidParams("Image is missing 'id' field.".into())),
+            _ => {
+                return Err(ImageError::InvalidParams {
+                    details: "Image is missing 'id' field.".into(),
+                });
+            }
         };
         let urls = m
             .get("urls")

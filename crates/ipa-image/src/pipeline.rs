@@ -20,10 +20,10 @@ use tokio::sync::mpsc;
 use crate::checksum::Expected;
 use crate::error::{ImageError, Result};
 use crate::format::{Compression, DiskFormat, SNIFF_LEN, sniff_compression, sniff_disk};
-use crate::http::{Download, RangeReader};
 use crate::qcow2;
 use crate::readback::{OutputDigest, ReadbackReport, read_back};
 use crate::writer::{WriteOp, Writer};
+use ipa_http::download::{Download, RangeReader};
 
 /// Which formats may be written (`disk_format`, `permitted_image_formats`, deep inspection).
 #[derive(Debug, Clone)]
@@ -52,10 +52,12 @@ impl FormatPolicy {
         let declared = self.disk_format.as_deref().filter(|d| !d.is_empty() && *d != "unknown");
         let declared_raw = matches!(declared, Some("raw") | Some("gpt"));
         if declared_raw && detected == DiskFormat::Qcow2 {
-            return Err(ImageError::InvalidImage(format!(
-                "Image format mismatch: detected qcow2 but disk_format is {}",
-                declared.unwrap_or("raw")
-            )));
+            return Err(ImageError::InvalidImage {
+                details: format!(
+                    "Image format mismatch: detected qcow2 but disk_format is {}",
+                    declared.unwrap_or("raw")
+                ),
+            });
         }
         if declared_raw {
             // IPA trusts Ironic for raw images and writes the bytes as they are.
@@ -64,10 +66,12 @@ impl FormatPolicy {
         if let Some(d) = declared
             && d != detected.name()
         {
-            return Err(ImageError::InvalidImage(format!(
-                "Image format mismatch: detected {} but disk_format is {d}",
-                detected.name()
-            )));
+            return Err(ImageError::InvalidImage {
+                details: format!(
+                    "Image format mismatch: detected {} but disk_format is {d}",
+                    detected.name()
+                ),
+            });
         }
         let permitted = |n: &str| self.permitted.iter().any(|p| p.trim() == n);
         if self.deep_inspection {
@@ -76,19 +80,20 @@ impl FormatPolicy {
                 f => permitted(f.name()),
             };
             if !ok {
-                return Err(ImageError::InvalidImage(format!(
-                    "Image format {} not permitted (permitted_image_formats: {})",
-                    detected.name(),
-                    self.permitted.join(",")
-                )));
+                return Err(ImageError::InvalidImage {
+                    details: format!(
+                        "Image format {} not permitted (permitted_image_formats: {})",
+                        detected.name(),
+                        self.permitted.join(",")
+                    ),
+                });
             }
         }
         match detected {
             DiskFormat::Raw | DiskFormat::Gpt | DiskFormat::Qcow2 | DiskFormat::Iso => Ok(detected),
-            other => Err(ImageError::InvalidImage(format!(
-                "Image format {} is not supported by this agent",
-                other.name()
-            ))),
+            other => Err(ImageError::InvalidImage {
+                details: format!("Image format {} is not supported by this agent", other.name()),
+            }),
         }
     }
 }
@@ -223,7 +228,7 @@ impl Sink {
     }
     /// Send one operation; fails once the writer has stopped.
     pub fn send(&self, op: WriteOp) -> Result<()> {
-        self.tx.send(op).map_err(|_| ImageError::Other("writer stopped".into()))
+        self.tx.send(op).map_err(|_| ImageError::WriterStopped)
     }
 }
 
@@ -235,7 +240,7 @@ struct DecodeOut {
 }
 
 fn decoder<'a>(c: Compression, r: ChanReader) -> Result<Box<dyn Read + 'a>> {
-    let io = |e: std::io::Error| ImageError::InvalidImage(format!("decompressor: {e}"));
+    let io = |e: std::io::Error| ImageError::InvalidImage { details: format!("decompressor: {e}") };
     Ok(match c {
         Compression::None => Box::new(r),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
@@ -252,7 +257,11 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(ImageError::InvalidImage(format!("cannot decode image: {e}"))),
+            Err(e) => {
+                return Err(ImageError::InvalidImage {
+                    details: format!("cannot decode image: {e}"),
+                });
+            }
         }
     }
     Ok(n)
@@ -449,7 +458,7 @@ pub async fn stream_image(
     drop(hash_tx);
     let _ = stop_progress.send(());
     let joined =
-        |e: tokio::task::JoinError| ImageError::Other(format!("pipeline stage failed: {e}"));
+        |source: tokio::task::JoinError| ImageError::Task { stage: "pipeline stage", source };
     let decoded = decoder.await.map_err(joined)?;
     let written = writer_task.await.map_err(joined)?;
     let digest = hasher.await.map_err(joined)?;
@@ -554,7 +563,7 @@ async fn verify_readback(
     };
     let werr = |msg: String| ImageError::Write { device: spec.device.clone(), msg };
     let (got, report) = joined
-        .map_err(|e| ImageError::Other(format!("read-back failed: {e}")))?
+        .map_err(|source| ImageError::Task { stage: "read-back", source })?
         .map_err(|e| werr(format!("read-back verification: {e}")))?;
     if let Some((start, end)) = want.first_difference(&got) {
         tracing::error!(image = %spec.image_id, device = %spec.device, start, end,

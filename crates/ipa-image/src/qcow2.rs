@@ -16,9 +16,9 @@ use std::io::Read;
 use bytes::Bytes;
 
 use crate::error::{ImageError, Result};
-use crate::http::RangeReader;
 use crate::pipeline::Sink;
 use crate::writer::WriteOp;
+use ipa_http::download::RangeReader;
 
 const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 const COMPRESSED: u64 = 1 << 62;
@@ -54,7 +54,7 @@ fn be64(b: &[u8], o: usize) -> u64 {
 }
 
 fn invalid(m: impl Into<String>) -> ImageError {
-    ImageError::InvalidImage(m.into())
+    ImageError::InvalidImage { details: m.into() }
 }
 
 impl Header {

@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
@@ -299,9 +298,12 @@ pub fn read_back(
 
 /// `posix_fadvise(DONTNEED)`: evict clean cached pages of the range (failure is harmless).
 fn drop_cache(f: &File, base: u64, len: u64) -> i32 {
+    use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
     let (Ok(off), Ok(l)) = (i64::try_from(base), i64::try_from(len)) else { return -1 };
-    // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open.
-    unsafe { libc::posix_fadvise(f.as_raw_fd(), off, l, libc::POSIX_FADV_DONTNEED) }
+    match posix_fadvise(f, off, l, PosixFadviseAdvice::POSIX_FADV_DONTNEED) {
+        Ok(()) => 0,
+        Err(e) => e as i32,
+    }
 }
 
 #[cfg(test)]

@@ -68,9 +68,10 @@ impl Writer {
         limit: Option<u64>,
         written: Arc<AtomicU64>,
     ) -> Result<Self> {
-        let werr = |e: std::io::Error| ImageError::Write {
+        let werr = |source: std::io::Error| ImageError::Io {
             device: device.to_string(),
-            msg: format!("cannot open {}: {e}", path.display()),
+            op: format!("cannot open {}", path.display()),
+            source,
         };
         let buffered = OpenOptions::new().write(true).read(true).open(path).map_err(werr)?;
         let direct = if base.is_multiple_of(ALIGN as u64) {
@@ -107,6 +108,10 @@ impl Writer {
         ImageError::Write { device: self.device.clone(), msg }
     }
 
+    fn io(&self, op: String, source: std::io::Error) -> ImageError {
+        ImageError::Io { device: self.device.clone(), op, source }
+    }
+
     /// Whether O_DIRECT is in use.
     pub fn is_direct(&self) -> bool {
         self.direct.is_some()
@@ -125,7 +130,7 @@ impl Writer {
             let n = (len - done).min(z.len() as u64) as usize;
             self.buffered
                 .write_all_at(&z[..n], abs + done)
-                .map_err(|e| self.err(format!("zeroing at {}: {e}", abs + done)))?;
+                .map_err(|e| self.io(format!("zeroing at {}", abs + done), e))?;
             done += n as u64;
         }
         Ok(())
@@ -234,14 +239,14 @@ impl Writer {
                         tracing::info!(device = %self.device, "O_DIRECT write refused; buffered from now on");
                         self.direct = None;
                     }
-                    Err(e) => return Err(self.err(format!("write at {abs}: {e}"))),
+                    Err(e) => return Err(self.io(format!("write at {abs}"), e)),
                 }
             }
         }
         if done < n {
             self.buffered
                 .write_all_at(&self.mem[s + done..s + n], abs + done as u64)
-                .map_err(|e| self.err(format!("write at {}: {e}", abs + done as u64)))?;
+                .map_err(|e| self.io(format!("write at {}", abs + done as u64), e))?;
         }
         self.written.fetch_add(n as u64, Ordering::Relaxed);
         self.fill = 0;
@@ -260,7 +265,7 @@ impl Writer {
         if n > 0 {
             self.buffered
                 .write_all_at(&self.head[..n], self.base)
-                .map_err(|e| self.err(format!("writing the image head: {e}")))?;
+                .map_err(|e| self.io("writing the image head".into(), e))?;
         }
         self.sync()
     }
@@ -278,9 +283,9 @@ impl Writer {
     }
 
     fn sync(&self) -> Result<()> {
-        self.buffered.sync_all().map_err(|e| self.err(format!("fsync: {e}")))?;
+        self.buffered.sync_all().map_err(|e| self.io("fsync".into(), e))?;
         if let Some(d) = &self.direct {
-            d.sync_all().map_err(|e| self.err(format!("fsync: {e}")))?;
+            d.sync_all().map_err(|e| self.io("fsync".into(), e))?;
         }
         Ok(())
     }

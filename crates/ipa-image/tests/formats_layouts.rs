@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 const MIB: usize = 1 << 20;
 
 async fn write(agent: &Agent, args: Value) -> Result<Value, AgentError> {
-    ipa_image::write_image(&agent.services, &params(args), &ctx()).await
+    agent.pipeline.write_image(&params(args), &ctx()).await
 }
 
 fn to_qcow2(raw: &[u8], extra: &[&str]) -> Vec<u8> {
@@ -233,7 +233,7 @@ async fn partition_image_gets_ipa_layout_and_uuids() {
                    "preserve_ephemeral": false, "deploy_boot_mode": "uefi",
                    "os_hash_algo": "sha256", "os_hash_value": sha256(&root)});
     let out = write(&agent, json!({"image_info": i, "configdrive": gz_b64(&iso)})).await.unwrap();
-    let st = agent.services.image.read().unwrap().partition_uuids.clone();
+    let st = agent.pipeline.state().partition_uuids;
     assert_eq!(st["root uuid"], json!(fsuuid.to_string()));
     assert_eq!(
         st["partitions"],
@@ -278,7 +278,7 @@ async fn install_bootloader_uefi_runs_efibootmgr_through_the_runner() {
     let ext = ipa_core::registry::extensions()
         .into_iter()
         .find(|d| d.name == "image")
-        .map(|d| (d.build)(&agent.services))
+        .map(|d| (d.build)(&agent.services, &agent.hw))
         .unwrap();
     let p = params(json!({"root_uuid": "x", "target_boot_mode": "uefi"}));
     ext.execute(

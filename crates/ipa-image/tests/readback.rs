@@ -10,8 +10,8 @@ use common::*;
 use ipa_core::error::AgentError;
 use ipa_core::events::{AgentEvent, EventBus, Progress};
 use ipa_core::extension::CommandContext;
+use ipa_http::download::{Download, DownloadClient, HttpOptions};
 use ipa_image::checksum::{Algo, Expected};
-use ipa_image::http::{Download, HttpClient, HttpOptions};
 use ipa_image::pipeline::{FormatPolicy, ReadbackHook, StreamSpec, stream_image};
 use serde_json::{Value, json};
 
@@ -30,9 +30,7 @@ async fn write_collect(
     let bus = EventBus::new(1024);
     let mut rx = bus.subscribe();
     let ctx = CommandContext::new("r1", "standby.prepare_image", bus);
-    let res =
-        ipa_image::write_image(&agent.services, &params(json!({"image_info": image_info})), &ctx)
-            .await;
+    let res = agent.pipeline.write_image(&params(json!({"image_info": image_info})), &ctx).await;
     let mut events = Vec::new();
     while let Ok(e) = rx.try_recv() {
         if let AgentEvent::CommandProgress { progress, .. } = e {
@@ -129,7 +127,7 @@ async fn corrupted_byte_is_detected_error_returned_and_head_zeroed() {
         let mut f = std::fs::File::create(&target).unwrap();
         f.write_all(&vec![0xAAu8; 8 * MIB]).unwrap();
         drop(f);
-        let client = Arc::new(HttpClient::new(HttpOptions::default()).unwrap());
+        let client = Arc::new(DownloadClient::new(HttpOptions::default()).unwrap());
         let dl = Download::new(client, "img-rb", vec![url.clone()]);
         let err = stream_image(dl, spec(&url, &served, &target, Some(flip_byte_at(at))), None)
             .await
@@ -153,7 +151,7 @@ async fn uncorrupted_stream_reports_readback_in_the_outcome() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("sda");
     std::fs::File::create(&target).unwrap().set_len(8 * MIB as u64).unwrap();
-    let client = Arc::new(HttpClient::new(HttpOptions::default()).unwrap());
+    let client = Arc::new(DownloadClient::new(HttpOptions::default()).unwrap());
     let dl = Download::new(client, "img-rb", vec![url.clone()]);
     let out = stream_image(dl, spec(&url, &img, &target, None), None).await.unwrap();
     let rb = out.readback.expect("read-back done");

@@ -28,7 +28,7 @@ async fn raw_gpt_image_is_written_verified_and_backup_gpt_moved_to_disk_end() {
         other => panic!("expected GPT, got {other:?}"),
     }
     assert_eq!(out, json!("image (img-1) written to device /dev/sda root_uuid=0x00000000"));
-    let st = agent.services.image.read().unwrap().clone();
+    let st = agent.pipeline.state();
     assert_eq!(st.cached_image_id.as_deref(), Some("img-1"));
     assert_eq!(st.partition_uuids.get("root uuid"), Some(&json!("0x00000000")));
 }
@@ -54,7 +54,7 @@ async fn bad_checksum_fails_with_ipa_error_and_leaves_head_zeroed() {
     let disk = agent.read_disk();
     assert!(disk[..MIB].iter().all(|b| *b == 0), "head must stay zeroed");
     assert!(disk[3 * MIB..4 * MIB].iter().all(|b| *b == 0), "image tail (backup GPT) wiped");
-    assert!(agent.services.image.read().unwrap().cached_image_id.is_none());
+    assert!(agent.pipeline.state().cached_image_id.is_none());
 }
 
 #[tokio::test]
@@ -105,8 +105,7 @@ async fn md5_checksum_refused_when_disabled() {
     let url = srv.add("/x.img", vec![1; 1024], Mode::Normal);
     let agent = Agent::with_config(MIB as u64, |c| c.md5_enabled = false).await;
     let i = json!({"id": "x", "urls": [url], "checksum": "0123456789abcdef0123456789abcdef"});
-    let err = ipa_image::validate_write_image(&agent.services, &params(json!({"image_info": i})))
-        .unwrap_err();
+    let err = agent.pipeline.validate(&params(json!({"image_info": i}))).unwrap_err();
     assert_eq!(err.kind(), "InvalidCommandParamsError");
     assert_eq!(err.code(), 400);
     assert!(err.details().contains("Image checksum is not available"));

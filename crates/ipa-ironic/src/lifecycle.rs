@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipa_core::hardware::HardwareManagers;
 use ipa_core::lookup::{TokenOutcome, process_lookup_data};
 use ipa_core::services::{AgentServices, ServeState};
 use ipa_core::transport::ServerTls;
@@ -53,6 +54,7 @@ impl Lifecycle {
     /// (IPA's `LookupNodeError` / `LookupAgentIPError`).
     pub async fn prepare(
         services: &Arc<AgentServices>,
+        hw: &Arc<HardwareManagers>,
         static_tls: Option<ServerTls>,
     ) -> Result<Self, IronicError> {
         let config = services.config.clone();
@@ -67,16 +69,13 @@ impl Lifecycle {
             serve: true,
             stop: CancellationToken::new(),
         };
-        let hw = services.hardware().ok_or_else(|| {
-            IronicError::Inspection("hardware managers are not initialised".into())
-        })?;
         let opts = ClientOptions::from_config(&config);
         let client = Arc::new(IronicClient::new(opts.clone())?);
 
         let mut node_uuid = None;
         if config.inspection_callback_url.is_some() {
             let logs = if collector_selected(&config.inspection_collectors, "logs") {
-                let ext = ipa_core::extensions::LogExtension::new(services.clone());
+                let ext = ipa_core::extensions::LogExtension::new(services.clone(), hw.clone());
                 match ext.archive_base64().await {
                     Ok(b64) => Some(b64),
                     Err(e) => {
@@ -87,7 +86,7 @@ impl Lifecycle {
             } else {
                 None
             };
-            match inspection::inspect(&config, &hw, &client, logs).await {
+            match inspection::inspect(&config, hw, &client, logs).await {
                 Ok(u) => node_uuid = u,
                 Err(e) => tracing::error!(error = %e, "inspection failed (continuing)"),
             }
@@ -95,7 +94,7 @@ impl Lifecycle {
 
         if !opts.urls.is_empty() {
             let nics =
-                hw.dispatch("list_network_interfaces", |m| m.list_network_interfaces()).await?;
+                hw.dispatch("list_network_interfaces", |m, p| m.list_network_interfaces(p)).await?;
             let macs: Vec<String> = nics
                 .iter()
                 .map(|n| n.mac_address.to_ascii_lowercase())

@@ -104,7 +104,7 @@ pub fn already_rescued(services: &AgentServices) -> bool {
 }
 
 inventory::submit! {
-    ExtensionDescriptor { name: "rescue", build: |s| Arc::new(RescueExtension::new(s.clone())) }
+    ExtensionDescriptor { name: "rescue", build: |s, _| Arc::new(RescueExtension::new(s.clone())) }
 }
 
 #[cfg(test)]

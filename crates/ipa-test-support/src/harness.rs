@@ -50,7 +50,7 @@ impl Extension for ConformanceExtension {
     fn commands(&self) -> &'static [CommandSpec] {
         COMMANDS
     }
-    fn validate(&self, command: &str, params: &Params) -> Result<(), AgentError> {
+    fn validate(&self, command: &str, params: &Params, _: &ExtensionSet) -> Result<(), AgentError> {
         if command == "needs_int" && !params.get("x").is_some_and(Value::is_i64) {
             return Err(AgentError::invalid_params("x must be an integer"));
         }
@@ -124,7 +124,6 @@ impl Harness {
             vec![Arc::new(ConformanceExtension { gate: gate.clone() })];
         list.extend(extra);
         let set = Arc::new(ExtensionSet::new(list));
-        services.set_extensions(&set);
         let dispatcher = Arc::new(
             CommandDispatcher::new(
                 set,

@@ -35,7 +35,12 @@ impl Extension for RtExt {
     fn commands(&self) -> &'static [CommandSpec] {
         RT
     }
-    fn validate(&self, _command: &str, _params: &Params) -> Result<(), AgentError> {
+    fn validate(
+        &self,
+        _: &str,
+        _: &Params,
+        _: &ipa_core::dispatcher::ExtensionSet,
+    ) -> Result<(), AgentError> {
         Err(AgentError::internal("ValueError", "validator exploded"))
     }
     async fn execute(&self, _: &str, _: Params, _: CommandContext) -> Result<Value, AgentError> {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use acme_hardware_manager::AcmeWidgetHardwareManager;
 use ipa_core::extension::CommandContext;
-use ipa_core::hardware::{HardwareManager, HardwareSupport, StepCall, StepKind};
+use ipa_core::hardware::{HardwareManager, HardwareManagers, HardwareSupport, StepCall, StepKind};
 use serde_json::json;
 
 fn fixture(root: &Path, vendor: &str) {
@@ -43,6 +43,7 @@ async fn inventory_field_and_step_behaviour() {
 
     let ctx = CommandContext::detached("clean.execute_clean_step");
     let (node, ports) = (json!({}), json!([]));
+    let peers = HardwareManagers::empty();
     let call = |step: &'static str, args: serde_json::Value| StepCall {
         step,
         kind: StepKind::Clean,
@@ -50,6 +51,7 @@ async fn inventory_field_and_step_behaviour() {
         ports: &ports,
         args: serde_json::from_value(args).unwrap(),
         ctx: &ctx,
+        peers: &peers,
     };
     assert_eq!(
         m.execute_step(call("reset_acme_widget", json!({}))).await.unwrap(),

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::command::{CommandRequest, CommandSpec, CommandStatus, Param, Params};
+use crate::dispatcher::ExtensionSet;
 use crate::error::AgentError;
 use crate::extension::{CommandContext, Extension};
 use crate::registry::ExtensionDescriptor;
@@ -63,13 +64,16 @@ impl Extension for FlowExtension {
     fn commands(&self) -> &'static [CommandSpec] {
         COMMANDS
     }
-    fn validate(&self, _command: &str, params: &Params) -> Result<(), AgentError> {
-        let set = self.services.extensions();
+    fn validate(
+        &self,
+        _command: &str,
+        params: &Params,
+        set: &ExtensionSet,
+    ) -> Result<(), AgentError> {
         for (name, _) in Self::steps(params)? {
             let (ext, cmd) = name.split_once('.').ok_or_else(|| {
                 AgentError::invalid_params(format!("{name} is not of the form <extension>.<name>"))
             })?;
-            let Some(set) = &set else { continue };
             if !set.contains(ext) {
                 return Err(AgentError::RequestedObjectNotFound {
                     kind: "Extension".into(),
@@ -86,12 +90,11 @@ impl Extension for FlowExtension {
         &self,
         _command: &str,
         params: Params,
-        _ctx: CommandContext,
+        ctx: CommandContext,
     ) -> Result<Value, AgentError> {
-        let set = self
-            .services
-            .extensions()
-            .ok_or_else(|| AgentError::execution("extensions are not initialised"))?;
+        let set = ctx
+            .peers()
+            .ok_or_else(|| AgentError::execution("start_flow runs only through a dispatcher"))?;
         for (name, p) in Self::steps(&params)? {
             let req = CommandRequest::new(name.clone(), p);
             let r = set.run_unrecorded(&req, &self.services.events).await?;
@@ -104,5 +107,5 @@ impl Extension for FlowExtension {
 }
 
 inventory::submit! {
-    ExtensionDescriptor { name: "flow", build: |s| Arc::new(FlowExtension::new(s.clone())) }
+    ExtensionDescriptor { name: "flow", build: |s, _| Arc::new(FlowExtension::new(s.clone())) }
 }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::command::{CommandSpec, Params};
 use crate::error::AgentError;
 use crate::extension::{CommandContext, Extension};
-use crate::hardware::LogFile;
+use crate::hardware::{HardwareManagers, LogFile};
 use crate::os::ExecRequest;
 use crate::registry::ExtensionDescriptor;
 use crate::services::AgentServices;
@@ -23,6 +23,7 @@ use crate::services::AgentServices;
 #[derive(Debug)]
 pub struct LogExtension {
     services: Arc<AgentServices>,
+    hardware: Arc<HardwareManagers>,
 }
 
 static COMMANDS: &[CommandSpec] = &[CommandSpec::sync("collect_system_logs", &[])];
@@ -43,8 +44,8 @@ const COMMAND_MEMBERS: &[(&str, &str, &[&str])] = &[
 
 impl LogExtension {
     /// New.
-    pub fn new(services: Arc<AgentServices>) -> Self {
-        Self { services }
+    pub fn new(services: Arc<AgentServices>, hardware: Arc<HardwareManagers>) -> Self {
+        Self { services, hardware }
     }
 
     /// The archive as IPA ships it: base64 (ASCII) of a tar.gz of [`Self::collect`]. Used by
@@ -63,9 +64,10 @@ impl LogExtension {
     pub async fn collect(&self) -> Vec<LogFile> {
         let s = &self.services;
         let mut files: Vec<LogFile> = Vec::new();
-        if let Some(hw) = s.hardware() {
-            match hw
-                .dispatch_all("collect_system_logs", |m| Box::pin(m.collect_system_logs()))
+        {
+            match self
+                .hardware
+                .dispatch_all("collect_system_logs", |m, _| Box::pin(m.collect_system_logs()))
                 .await
             {
                 Ok(per_manager) => {
@@ -190,7 +192,7 @@ impl Extension for LogExtension {
 }
 
 inventory::submit! {
-    ExtensionDescriptor { name: "log", build: |s| Arc::new(LogExtension::new(s.clone())) }
+    ExtensionDescriptor { name: "log", build: |s, hw| Arc::new(LogExtension::new(s.clone(), hw.clone())) }
 }
 
 #[cfg(test)]
@@ -278,8 +280,7 @@ mod tests {
                 })
                 .collect(),
         ));
-        s.set_hardware(&hw);
-        let ext = LogExtension::new(s.clone());
+        let ext = LogExtension::new(s.clone(), hw);
         let v = ext
             .execute("collect_system_logs", Params::new(), CommandContext::detached("log"))
             .await
@@ -314,8 +315,7 @@ mod tests {
             manager: Arc::new(Mgr("sim", Some("sim log\n"))) as Arc<dyn HardwareManager>,
             support: HardwareSupport::GENERIC,
         }]));
-        s.set_hardware(&hw);
-        let v = LogExtension::new(s.clone())
+        let v = LogExtension::new(s.clone(), hw)
             .execute("collect_system_logs", Params::new(), CommandContext::detached("log"))
             .await
             .unwrap();

@@ -15,16 +15,3 @@ pub use poll::PollExtension;
 pub use standby::StandbyPowerExtension;
 pub use steps::StepsExtension;
 pub use system::SystemExtension;
-
-use std::sync::Arc;
-
-use crate::error::AgentError;
-use crate::hardware::HardwareManagers;
-use crate::services::AgentServices;
-
-/// The hardware managers, or `HardwareManagerNotFound` if the runtime has none.
-pub(crate) fn hardware(services: &AgentServices) -> Result<Arc<HardwareManagers>, AgentError> {
-    services.hardware().ok_or_else(|| AgentError::HardwareManagerNotFound {
-        details: "No valid HardwareManager found".into(),
-    })
-}

@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::command::{CommandSpec, Param, Params};
 use crate::error::AgentError;
 use crate::extension::{CommandContext, Extension};
+use crate::hardware::HardwareManagers;
 use crate::registry::ExtensionDescriptor;
 use crate::services::AgentServices;
 
@@ -15,6 +16,7 @@ use crate::services::AgentServices;
 #[derive(Debug)]
 pub struct PollExtension {
     services: Arc<AgentServices>,
+    hardware: Arc<HardwareManagers>,
 }
 
 static COMMANDS: &[CommandSpec] = &[
@@ -24,8 +26,8 @@ static COMMANDS: &[CommandSpec] = &[
 
 impl PollExtension {
     /// New.
-    pub fn new(services: Arc<AgentServices>) -> Self {
-        Self { services }
+    pub fn new(services: Arc<AgentServices>, hardware: Arc<HardwareManagers>) -> Self {
+        Self { services, hardware }
     }
 }
 
@@ -48,8 +50,7 @@ impl Extension for PollExtension {
     ) -> Result<Value, AgentError> {
         match command {
             "get_hardware_info" => {
-                let hw = super::hardware(&self.services)?;
-                let inv = hw.list_hardware_info().await?;
+                let inv = self.hardware.list_hardware_info().await?;
                 serde_json::to_value(inv)
                     .map_err(|e| AgentError::internal("ValueError", e.to_string()))
             }
@@ -68,5 +69,5 @@ impl Extension for PollExtension {
 }
 
 inventory::submit! {
-    ExtensionDescriptor { name: "poll", build: |s| Arc::new(PollExtension::new(s.clone())) }
+    ExtensionDescriptor { name: "poll", build: |s, hw| Arc::new(PollExtension::new(s.clone(), hw.clone())) }
 }

@@ -1,6 +1,6 @@
-//! The power and bookkeeping half of `standby`: `run_image`, `power_off`, `sync`,
-//! `get_partition_uuids`. The image half (`prepare_image`, ...) is a fragment contributed by the
-//! image pipeline crate under the same extension name.
+//! The power half of `standby`: `run_image`, `power_off`, `sync`. The image half
+//! (`prepare_image`, `get_partition_uuids`, ...) is a fragment contributed by the image pipeline
+//! crate under the same extension name; it owns the image state.
 
 use std::sync::Arc;
 
@@ -10,36 +10,35 @@ use serde_json::Value;
 use crate::command::{CommandSpec, Params};
 use crate::error::AgentError;
 use crate::extension::{CommandContext, Extension};
+use crate::hardware::HardwareManagers;
 use crate::os::PowerAction;
 use crate::registry::ExtensionDescriptor;
 use crate::services::AgentServices;
 
-/// `standby` (power and bookkeeping fragment).
+/// `standby` (power fragment).
 #[derive(Debug)]
 pub struct StandbyPowerExtension {
     services: Arc<AgentServices>,
+    hardware: Arc<HardwareManagers>,
 }
 
 static COMMANDS: &[CommandSpec] = &[
     CommandSpec::asynchronous("run_image", &[]),
     CommandSpec::asynchronous("power_off", &[]),
     CommandSpec::sync("sync", &[]),
-    CommandSpec::sync("get_partition_uuids", &[]),
 ];
 
 impl StandbyPowerExtension {
     /// New.
-    pub fn new(services: Arc<AgentServices>) -> Self {
-        Self { services }
+    pub fn new(services: Arc<AgentServices>, hardware: Arc<HardwareManagers>) -> Self {
+        Self { services, hardware }
     }
 
     /// `full_sync` on every manager that implements it, then a system sync.
     async fn full_sync(&self) -> Result<(), AgentError> {
-        if let Some(hw) = self.services.hardware() {
-            match hw.dispatch_all("full_sync", |m| m.full_sync()).await {
-                Ok(_) | Err(AgentError::HardwareManagerMethodNotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
+        match self.hardware.dispatch_all("full_sync", |m, _| m.full_sync()).await {
+            Ok(_) | Err(AgentError::HardwareManagerMethodNotFound { .. }) => {}
+            Err(e) => return Err(e),
         }
         self.services.power.perform(PowerAction::Sync).await
     }
@@ -64,10 +63,6 @@ impl Extension for StandbyPowerExtension {
     ) -> Result<Value, AgentError> {
         match command {
             "sync" => self.full_sync().await.map(|_| Value::Null),
-            "get_partition_uuids" => {
-                let st = self.services.image.read().unwrap_or_else(|p| p.into_inner());
-                Ok(Value::Object(st.partition_uuids.clone()))
-            }
             "run_image" | "power_off" => {
                 self.full_sync().await?;
                 let action = if command == "run_image" {
@@ -84,5 +79,5 @@ impl Extension for StandbyPowerExtension {
 }
 
 inventory::submit! {
-    ExtensionDescriptor { name: "standby-power", build: |s| Arc::new(StandbyPowerExtension::new(s.clone())) }
+    ExtensionDescriptor { name: "standby-power", build: |s, hw| Arc::new(StandbyPowerExtension::new(s.clone(), hw.clone())) }
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::command::{CommandSpec, Param, Params};
 use crate::error::AgentError;
 use crate::extension::{CommandContext, Extension};
-use crate::hardware::{StepCall, StepKind};
+use crate::hardware::{HardwareManagers, StepCall, StepKind};
 use crate::registry::ExtensionDescriptor;
 use crate::services::AgentServices;
 
@@ -17,6 +17,7 @@ use crate::services::AgentServices;
 pub struct StepsExtension {
     kind: StepKind,
     services: Arc<AgentServices>,
+    hardware: Arc<HardwareManagers>,
 }
 
 static CLEAN: &[CommandSpec] = &[
@@ -56,8 +57,12 @@ static SERVICE: &[CommandSpec] = &[
 
 impl StepsExtension {
     /// The extension for `kind`.
-    pub fn new(kind: StepKind, services: Arc<AgentServices>) -> Self {
-        Self { kind, services }
+    pub fn new(
+        kind: StepKind,
+        services: Arc<AgentServices>,
+        hardware: Arc<HardwareManagers>,
+    ) -> Self {
+        Self { kind, services, hardware }
     }
 
     fn cache_node(&self, params: &Params) {
@@ -68,13 +73,20 @@ impl StepsExtension {
         }
     }
 
-    async fn get_steps(&self, params: &Params) -> Result<Value, AgentError> {
+    /// The managers' steps (de-duplicated), then the steps extensions run themselves, under
+    /// their class names; a step an extension owns is not listed for a manager too.
+    async fn get_steps(&self, params: &Params, ctx: &CommandContext) -> Result<Value, AgentError> {
         self.cache_node(params);
-        let hw = super::hardware(&self.services)?;
+        let hw = &self.hardware;
         let null = Value::Null;
         let node = params.get("node").unwrap_or(&null);
         let ports = params.get("ports").unwrap_or(&null);
-        let steps = hw.get_steps(self.kind, node, ports).await?;
+        let mut steps = hw.get_steps(self.kind, node, ports).await?;
+        let owned = ctx.peers().map(|p| p.owned_steps(self.kind)).unwrap_or_default();
+        for list in steps.values_mut() {
+            list.retain(|s| !owned.iter().any(|(_, o)| o.iter().any(|x| x.step == s.step)));
+        }
+        steps.extend(owned);
         let k = self.kind.as_str();
         Ok(json!({
             format!("{k}_steps"): steps,
@@ -89,7 +101,7 @@ impl StepsExtension {
     ) -> Result<Value, AgentError> {
         let k = self.kind.as_str();
         self.cache_node(&params);
-        let hw = super::hardware(&self.services)?;
+        let hw = &self.hardware;
         hw.check_versions(params.get(&format!("{k}_version")))?;
         let step = params.remove("step").unwrap_or(Value::Null);
         let name = match step.get("step").and_then(Value::as_str) {
@@ -114,9 +126,21 @@ impl StepsExtension {
             }
         }
         tracing::info!(step = %name, kind = k, "executing step");
-        let call =
-            StepCall { step: &name, kind: self.kind, node: &node, ports: &ports, args, ctx: &ctx };
-        let result = hw.execute_step(call).await.map_err(|e| {
+        let call = StepCall {
+            step: &name,
+            kind: self.kind,
+            node: &node,
+            ports: &ports,
+            args,
+            ctx: &ctx,
+            peers: hw,
+        };
+        let owner = ctx.peers().and_then(|p| p.step_owner(self.kind, &name));
+        let outcome = match owner {
+            Some(ext) => ext.execute_step(call).await,
+            None => hw.execute_step(call).await,
+        };
+        let result = outcome.map_err(|e| {
             if e.is_internal() {
                 let details = format!(
                     "Unexpected exception performing {k} step {name}. {}: {}",
@@ -163,7 +187,7 @@ impl Extension for StepsExtension {
         ctx: CommandContext,
     ) -> Result<Value, AgentError> {
         if command.starts_with("get_") {
-            self.get_steps(&params).await
+            self.get_steps(&params, &ctx).await
         } else {
             self.execute_step(params, ctx).await
         }
@@ -171,11 +195,11 @@ impl Extension for StepsExtension {
 }
 
 inventory::submit! {
-    ExtensionDescriptor { name: "clean", build: |s| Arc::new(StepsExtension::new(StepKind::Clean, s.clone())) }
+    ExtensionDescriptor { name: "clean", build: |s, hw| Arc::new(StepsExtension::new(StepKind::Clean, s.clone(), hw.clone())) }
 }
 inventory::submit! {
-    ExtensionDescriptor { name: "deploy", build: |s| Arc::new(StepsExtension::new(StepKind::Deploy, s.clone())) }
+    ExtensionDescriptor { name: "deploy", build: |s, hw| Arc::new(StepsExtension::new(StepKind::Deploy, s.clone(), hw.clone())) }
 }
 inventory::submit! {
-    ExtensionDescriptor { name: "service", build: |s| Arc::new(StepsExtension::new(StepKind::Service, s.clone())) }
+    ExtensionDescriptor { name: "service", build: |s, hw| Arc::new(StepsExtension::new(StepKind::Service, s.clone(), hw.clone())) }
 }

@@ -51,5 +51,5 @@ impl Extension for SystemExtension {
 }
 
 inventory::submit! {
-    ExtensionDescriptor { name: "system", build: |s| Arc::new(SystemExtension::new(s.clone())) }
+    ExtensionDescriptor { name: "system", build: |s, _| Arc::new(SystemExtension::new(s.clone())) }
 }

@@ -63,6 +63,9 @@ pub struct StepCall<'a> {
     pub args: Params,
     /// The running command (for progress events).
     pub ctx: &'a CommandContext,
+    /// The ranked managers the step runs among (a step that fans out, such as
+    /// `erase_devices`, dispatches through them).
+    pub peers: &'a HardwareManagers,
 }
 
 /// A log file contributed to `log.collect_system_logs`.
@@ -90,17 +93,22 @@ pub trait HardwareManager: Send + Sync + 'static {
     /// How well this manager supports the machine. `NONE` means "do not load me".
     async fn evaluate_hardware_support(&self) -> HardwareSupport;
 
-    /// Called once, in rank order, after all managers have been probed.
-    async fn initialize(&self) -> Result<(), AgentError> {
+    /// Called once, in rank order, after all managers have been probed. `peers` is the ranked
+    /// set this manager is part of (read what it needs now; keep no pointer to it).
+    async fn initialize(&self, _peers: &HardwareManagers) -> Result<(), AgentError> {
         Ok(())
     }
 
-    /// The full inventory (§5.7).
-    async fn list_hardware_info(&self) -> Result<Inventory, AgentError> {
+    /// The full inventory (§5.7). `peers` answers the per-part questions (IPA's
+    /// `dispatch_to_managers` from inside the generic manager).
+    async fn list_hardware_info(&self, _peers: &HardwareManagers) -> Result<Inventory, AgentError> {
         nope("list_hardware_info")
     }
     /// NICs.
-    async fn list_network_interfaces(&self) -> Result<Vec<NetworkInterface>, AgentError> {
+    async fn list_network_interfaces(
+        &self,
+        _peers: &HardwareManagers,
+    ) -> Result<Vec<NetworkInterface>, AgentError> {
         nope("list_network_interfaces")
     }
     /// One NIC; managers for special NICs (InfiniBand) answer for theirs only.
@@ -111,10 +119,11 @@ pub trait HardwareManager: Send + Sync + 'static {
     async fn get_cpus(&self) -> Result<Cpu, AgentError> {
         nope("get_cpus")
     }
-    /// Disks (and partitions when asked).
+    /// Disks (and partitions when asked), after every peer's `filter_device`.
     async fn list_block_devices(
         &self,
         _include_partitions: bool,
+        _peers: &HardwareManagers,
     ) -> Result<Vec<BlockDevice>, AgentError> {
         nope("list_block_devices")
     }
@@ -143,7 +152,11 @@ pub trait HardwareManager: Send + Sync + 'static {
         nope("get_system_vendor_info")
     }
     /// The device to install the OS on (§5.8, §7).
-    async fn get_os_install_device(&self, _permit_refresh: bool) -> Result<String, AgentError> {
+    async fn get_os_install_device(
+        &self,
+        _permit_refresh: bool,
+        _peers: &HardwareManagers,
+    ) -> Result<String, AgentError> {
         nope("get_os_install_device")
     }
     /// Hide (`None`) or adjust a device; abstain with `Incompatible`.
@@ -151,7 +164,7 @@ pub trait HardwareManager: Send + Sync + 'static {
         nope("filter_device")
     }
     /// Wait until the install device shows up.
-    async fn wait_for_disks(&self) -> Result<(), AgentError> {
+    async fn wait_for_disks(&self, _peers: &HardwareManagers) -> Result<(), AgentError> {
         nope("wait_for_disks")
     }
     /// LLDP TLVs per interface.

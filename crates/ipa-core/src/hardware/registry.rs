@@ -55,10 +55,21 @@ impl HardwareManagers {
         Self { ranked }
     }
 
+    /// No managers (what a manager driven on its own sees as its peers in tests).
+    pub const fn empty() -> Self {
+        Self { ranked: Vec::new() }
+    }
+
+    /// A set of one manager at `GENERIC` support: tools, benches and tests that drive one
+    /// manager the way the agent does.
+    pub fn single(manager: Arc<dyn HardwareManager>) -> Self {
+        Self::from_ranked(vec![RankedManager { manager, support: HardwareSupport::GENERIC }])
+    }
+
     /// Call `initialize()` on each manager in rank order.
     pub async fn initialize(&self) -> Result<(), AgentError> {
         for r in &self.ranked {
-            r.manager.initialize().await?;
+            r.manager.initialize(self).await?;
         }
         Ok(())
     }
@@ -70,13 +81,13 @@ impl HardwareManagers {
 
     /// IPA's `dispatch_to_managers`: the first manager that does not answer `Incompatible`
     /// wins (its error included); if every manager is incompatible,
-    /// `HardwareManagerMethodNotFound`.
+    /// `HardwareManagerMethodNotFound`. `f` gets each manager and the set (its peers).
     pub async fn dispatch<T, F>(&self, method: &str, f: F) -> Result<T, AgentError>
     where
-        F: for<'a> Fn(&'a dyn HardwareManager) -> BoxFuture<'a, Result<T, AgentError>>,
+        F: for<'a> Fn(&'a dyn HardwareManager, &'a Self) -> BoxFuture<'a, Result<T, AgentError>>,
     {
         for r in &self.ranked {
-            match f(&*r.manager).await {
+            match f(&*r.manager, self).await {
                 Err(e) if e.is_incompatible() => {
                     tracing::debug!(
                         manager = r.manager.name(),
@@ -98,11 +109,11 @@ impl HardwareManagers {
         f: F,
     ) -> Result<IndexMap<String, T>, AgentError>
     where
-        F: for<'a> Fn(&'a dyn HardwareManager) -> BoxFuture<'a, Result<T, AgentError>>,
+        F: for<'a> Fn(&'a dyn HardwareManager, &'a Self) -> BoxFuture<'a, Result<T, AgentError>>,
     {
         let mut out = IndexMap::new();
         for r in &self.ranked {
-            match f(&*r.manager).await {
+            match f(&*r.manager, self).await {
                 Ok(v) => {
                     out.insert(r.manager.name().to_string(), v);
                 }
@@ -167,8 +178,9 @@ impl HardwareManagers {
         Ok(())
     }
 
-    /// Run a step on the first manager that implements it.
+    /// Run a step on the first manager that implements it (`call.peers` is this set).
     pub async fn execute_step(&self, call: StepCall<'_>) -> Result<Value, AgentError> {
+        let call = StepCall { peers: self, ..call };
         let step = call.step.to_string();
         for r in &self.ranked {
             match r.manager.execute_step(call.clone()).await {
@@ -187,7 +199,8 @@ impl HardwareManagers {
     ) -> Result<Vec<BlockDevice>, AgentError> {
         let mut out = Vec::with_capacity(devices.len());
         for d in devices {
-            let kept = match self.dispatch("filter_device", |m| m.filter_device(d.clone())).await {
+            let kept = match self.dispatch("filter_device", |m, _| m.filter_device(d.clone())).await
+            {
                 Ok(v) => v,
                 Err(AgentError::HardwareManagerMethodNotFound { .. }) => Some(d),
                 Err(e) => return Err(e),
@@ -200,7 +213,7 @@ impl HardwareManagers {
     /// The inventory from the best manager that produces one, plus every manager's inventory
     /// extensions appended after IPA's keys.
     pub async fn list_hardware_info(&self) -> Result<Inventory, AgentError> {
-        let mut inv = self.dispatch("list_hardware_info", |m| m.list_hardware_info()).await?;
+        let mut inv = self.dispatch("list_hardware_info", |m, p| m.list_hardware_info(p)).await?;
         for r in self.ranked.iter().rev() {
             match r.manager.inventory_extensions().await {
                 Ok(extra) => inv.extra.extend(extra),
@@ -297,7 +310,7 @@ mod tests {
             HardwareManagers::probe(vec![mgr("Generic", 1, Some(Ok(4))), mgr("Vendor", 2, None)])
                 .await
                 .unwrap();
-        let cpu = hw.dispatch("get_cpus", |m| m.get_cpus()).await.unwrap();
+        let cpu = hw.dispatch("get_cpus", |m, _| m.get_cpus()).await.unwrap();
         assert_eq!(cpu.count, 4);
 
         let hw = HardwareManagers::probe(vec![
@@ -310,11 +323,11 @@ mod tests {
         ])
         .await
         .unwrap();
-        let e = hw.dispatch("get_cpus", |m| m.get_cpus()).await.unwrap_err();
+        let e = hw.dispatch("get_cpus", |m, _| m.get_cpus()).await.unwrap_err();
         assert_eq!(e.kind(), "HardwareManagerConfigurationError");
 
         let hw = HardwareManagers::probe(vec![mgr("Generic", 1, None)]).await.unwrap();
-        let e = hw.dispatch("get_cpus", |m| m.get_cpus()).await.unwrap_err();
+        let e = hw.dispatch("get_cpus", |m, _| m.get_cpus()).await.unwrap_err();
         assert_eq!(
             e.to_string(),
             "No HardwareManager found to handle method: Could not find method: get_cpus"
@@ -330,7 +343,7 @@ mod tests {
         ])
         .await
         .unwrap();
-        let all = hw.dispatch_all("get_cpus", |m| m.get_cpus()).await.unwrap();
+        let all = hw.dispatch_all("get_cpus", |m, _| m.get_cpus()).await.unwrap();
         assert_eq!(all.keys().cloned().collect::<Vec<_>>(), ["Vendor", "Generic"]);
     }
 
@@ -379,6 +392,7 @@ mod tests {
             ports: &ports,
             args: Default::default(),
             ctx: &ctx,
+            peers: &hw,
         };
         assert_eq!(hw.execute_step(call("erase_devices")).await.unwrap(), json!("Vendor"));
         assert_eq!(hw.execute_step(call("g_only")).await.unwrap(), json!("Generic"));

@@ -104,34 +104,34 @@ impl PowerController for SystemPower {
 }
 
 fn system_power(action: PowerAction) -> Result<(), AgentError> {
-    // SAFETY: sync(2) has no preconditions.
-    unsafe { libc::sync() };
+    use nix::sys::reboot::{RebootMode, reboot};
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    nix::unistd::sync();
     if action == PowerAction::Sync {
         let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
         return Ok(());
     }
-    let (cmd, sysrq, signal) = match action {
-        PowerAction::Reboot => (libc::LINUX_REBOOT_CMD_RESTART, "b", libc::SIGTERM),
-        _ => (libc::LINUX_REBOOT_CMD_POWER_OFF, "o", libc::SIGUSR2),
+    let (mode, sysrq, signal) = match action {
+        PowerAction::Reboot => (RebootMode::RB_AUTOBOOT, "b", Signal::SIGTERM),
+        _ => (RebootMode::RB_POWER_OFF, "o", Signal::SIGUSR2),
     };
     if std::env::var_os("IPA_INIT").is_some_and(|v| v == "1") {
         tracing::warn!(?action, "asking the ramdisk's init (PID 1) to perform the power action");
-        // SAFETY: kill(2) with a valid PID and signal number.
-        if unsafe { libc::kill(1, signal) } == 0 {
-            return Ok(());
+        match kill(Pid::from_raw(1), signal) {
+            Ok(()) => return Ok(()),
+            Err(err) => {
+                tracing::error!(error = %err, "cannot signal PID 1; calling reboot(2) directly")
+            }
         }
-        let err = std::io::Error::last_os_error();
-        tracing::error!(error = %err, "cannot signal PID 1; calling reboot(2) directly");
     }
-    // SAFETY: reboot(2) with a valid command; it either does not return or returns -1.
-    let rc = unsafe { libc::reboot(cmd) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        tracing::error!(error = %err, "reboot(2) failed; falling back to sysrq");
-        std::fs::write("/proc/sysrq-trigger", sysrq).map_err(|e| AgentError::SystemReboot {
-            details: format!("reboot(2) failed ({err}) and sysrq fallback failed ({e})"),
-        })?;
-    }
+    // reboot(2) does not return when it works.
+    let Err(err) = reboot(mode);
+    tracing::error!(error = %err, "reboot(2) failed; falling back to sysrq");
+    std::fs::write("/proc/sysrq-trigger", sysrq).map_err(|e| AgentError::SystemReboot {
+        details: format!("reboot(2) failed ({err}) and sysrq fallback failed ({e})"),
+    })?;
     Ok(())
 }
 

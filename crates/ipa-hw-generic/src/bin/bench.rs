@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use ipa_core::hardware::HardwareManager;
+use ipa_core::hardware::HardwareManagers;
 use ipa_hw_generic::{GenericHardwareManager, GenericOptions, Machine};
 
 fn main() -> anyhow::Result<()> {
@@ -16,10 +16,10 @@ fn main() -> anyhow::Result<()> {
     let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(50);
     let root = args.next().unwrap_or_else(|| "/".into());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let mgr = GenericHardwareManager::new(
+    let mgr = HardwareManagers::single(std::sync::Arc::new(GenericHardwareManager::new(
         GenericOptions { machine: Machine::at(root), ..Default::default() },
         std::sync::Arc::new(ipa_core::os::SystemRunner),
-    );
+    )));
     let mut times = Vec::with_capacity(n);
     let mut keys = 0;
     rt.block_on(async {

@@ -197,7 +197,11 @@ impl HardwareManager for DiskManager {
     async fn evaluate_hardware_support(&self) -> HardwareSupport {
         HardwareSupport::SERVICE_PROVIDER
     }
-    async fn get_os_install_device(&self, _p: bool) -> Result<String, AgentError> {
+    async fn get_os_install_device(
+        &self,
+        _p: bool,
+        _peers: &HardwareManagers,
+    ) -> Result<String, AgentError> {
         Ok("/dev/sda".into())
     }
 }
@@ -207,7 +211,10 @@ pub struct Agent {
     pub dir: tempfile::TempDir,
     pub services: Arc<AgentServices>,
     pub runner: Arc<FakeRunner>,
-    _hw: Arc<HardwareManagers>,
+    /// The managers (one, answering `/dev/sda`).
+    pub hw: Arc<HardwareManagers>,
+    /// The pipeline as the agent builds it (its own image state, the managers above).
+    pub pipeline: ipa_image::ImagePipeline,
 }
 
 impl Agent {
@@ -236,8 +243,8 @@ impl Agent {
             Arc::new(RecordingPower::new(dir.path().join("power.log"))),
         );
         let hw = Arc::new(HardwareManagers::probe(vec![Arc::new(DiskManager)]).await.unwrap());
-        services.set_hardware(&hw);
-        Self { dir, services, runner, _hw: hw }
+        let pipeline = ipa_image::ImagePipeline::new(services.clone(), hw.clone());
+        Self { dir, services, runner, hw, pipeline }
     }
 
     pub fn disk(&self) -> PathBuf {
@@ -354,10 +361,5 @@ pub async fn write(
     agent: &Agent,
     image_info: serde_json::Value,
 ) -> Result<serde_json::Value, AgentError> {
-    ipa_image::write_image(
-        &agent.services,
-        &params(serde_json::json!({"image_info": image_info})),
-        &ctx(),
-    )
-    .await
+    agent.pipeline.write_image(&params(serde_json::json!({"image_info": image_info})), &ctx()).await
 }

@@ -1,26 +1,88 @@
-//! The download policy on top of the workspace's HTTP stack ([`ipa_http`]).
+//! The download policy on top of the client ([`crate::HttpClient`]): what image writes, checksum
+//! files, config drives and vendor firmware fetches share.
 //!
 //! * URLs are tried in order; connection errors and 5xx are retried `retries` times,
 //!   `retry_interval` apart, then the next URL is tried; 4xx is fatal (no failover).
 //! * A stream that is cut mid-way is resumed with `Range: bytes=<pos>-` (on the same URL, then
 //!   the others), never restarted from byte 0 unless the server ignores ranges.
 //! * Every read has a timeout; the whole download may have a maximum duration.
-//! * Redirects are followed by [`ipa_http`] (hop limit, `Range` kept, credentials only to the
+//! * Redirects are followed by [`crate::HttpClient`] (hop limit, `Range` kept, credentials only to the
 //!   first origin); URL userinfo becomes basic auth; every URL in a log line or an error is
-//!   redacted ([`ipa_http::redact`]).
+//!   redacted ([`crate::redact`]).
 //! * Proxies and `no_proxy`; an `Authorization` header; custom CA file and an insecure mode.
 
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::{HttpSettings, Outgoing, Redacted, TlsPolicy, redact};
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use ipa_http::{HttpSettings, Outgoing, Redacted, TlsPolicy, redact};
 
-use crate::error::{ImageError, Result};
+/// Result alias for downloads.
+pub type Result<T, E = DownloadError> = std::result::Result<T, E>;
+
+/// Why a download failed. The messages carry only redacted URLs.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// Transient (5xx, connection, a cut stream) after all retries and URLs.
+    #[error("{msg}")]
+    Transient {
+        /// What is downloaded (an image id, a firmware URL).
+        id: String,
+        /// What happened.
+        msg: String,
+    },
+    /// Retrying cannot help (4xx, a bad URL, a redirect loop).
+    #[error("{msg}")]
+    Fatal {
+        /// What is downloaded.
+        id: String,
+        /// What happened.
+        msg: String,
+    },
+    /// A 4xx answer: not retried, no failover.
+    #[error("Received status code {status} from {url}, expected {expected}")]
+    Status {
+        /// What is downloaded.
+        id: String,
+        /// The URL, redacted.
+        url: String,
+        /// The status received.
+        status: u16,
+        /// The status wanted (200, or 206 for a range).
+        expected: u16,
+    },
+    /// The maximum duration was exceeded.
+    #[error("{msg}")]
+    Timeout {
+        /// What is downloaded.
+        id: String,
+        /// What happened.
+        msg: String,
+    },
+    /// The client could not be built (CA file, TLS settings).
+    #[error(transparent)]
+    Client(#[from] crate::HttpError),
+}
+
+impl DownloadError {
+    /// What was being downloaded (none for a client that could not be built).
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Self::Transient { id, .. }
+            | Self::Fatal { id, .. }
+            | Self::Status { id, .. }
+            | Self::Timeout { id, .. } => Some(id),
+            Self::Client(_) => None,
+        }
+    }
+}
 
 /// Download settings.
 #[derive(Clone)]
@@ -75,7 +137,7 @@ impl std::fmt::Debug for HttpOptions {
 
 /// Why one request failed.
 #[derive(Debug)]
-pub(crate) enum FetchErr {
+pub enum FetchErr {
     /// Connection-level failure (retryable). The text is already redacted.
     Connect(String),
     /// A non-success HTTP status, with the redacted URL.
@@ -93,8 +155,8 @@ impl std::fmt::Display for FetchErr {
     }
 }
 
-impl From<ipa_http::HttpError> for FetchErr {
-    fn from(e: ipa_http::HttpError) -> Self {
+impl From<crate::HttpError> for FetchErr {
+    fn from(e: crate::HttpError) -> Self {
         if e.is_transient() {
             FetchErr::Connect(e.to_string())
         } else {
@@ -103,16 +165,16 @@ impl From<ipa_http::HttpError> for FetchErr {
     }
 }
 
-/// A reusable client: the workspace's [`ipa_http::HttpClient`] plus the download policy.
+/// A reusable client for downloads: [`crate::HttpClient`] plus the download policy.
 #[derive(Clone)]
-pub struct HttpClient {
+pub struct DownloadClient {
     opts: HttpOptions,
-    inner: ipa_http::HttpClient,
+    inner: crate::HttpClient,
 }
 
-impl std::fmt::Debug for HttpClient {
+impl std::fmt::Debug for DownloadClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpClient").field("opts", &self.opts).finish()
+        f.debug_struct("DownloadClient").field("opts", &self.opts).finish()
     }
 }
 
@@ -133,11 +195,10 @@ impl HttpOptions {
     }
 }
 
-impl HttpClient {
+impl DownloadClient {
     /// Build a client; fails if the CA file cannot be read or holds no certificate.
     pub fn new(opts: HttpOptions) -> Result<Self> {
-        let inner = ipa_http::HttpClient::new(opts.settings())
-            .map_err(|e| ImageError::Other(e.to_string()))?;
+        let inner = crate::HttpClient::new(opts.settings())?;
         Ok(Self { opts, inner })
     }
 
@@ -148,7 +209,7 @@ impl HttpClient {
 
     /// One GET (optionally ranged), redirects followed. Any final status other than 200/206
     /// is an error.
-    pub(crate) async fn get(
+    pub async fn get(
         &self,
         url: &str,
         range: Option<(u64, Option<u64>)>,
@@ -168,19 +229,14 @@ impl HttpClient {
 
     /// GET a small document (a checksum file, a config drive) with the retry rules, up to
     /// `limit` bytes.
-    pub async fn fetch_small(
-        &self,
-        image_id: &str,
-        urls: &[String],
-        limit: usize,
-    ) -> Result<Bytes> {
-        let mut dl = Download::new(Arc::new(self.clone()), image_id, urls.to_vec());
+    pub async fn fetch_small(&self, id: &str, urls: &[String], limit: usize) -> Result<Bytes> {
+        let mut dl = Download::new(Arc::new(self.clone()), id, urls.to_vec());
         let mut out = Vec::new();
         while let Some(c) = dl.next_chunk().await? {
             out.extend_from_slice(&c);
             if out.len() > limit {
-                return Err(ImageError::Download {
-                    image_id: image_id.into(),
+                return Err(DownloadError::Transient {
+                    id: id.into(),
                     msg: format!("document larger than {limit} bytes"),
                 });
             }
@@ -207,8 +263,8 @@ fn content_range(resp: &Response<Incoming>) -> Option<(u64, Option<u64>)> {
 
 /// A resumable, failing-over download of one image: a sequence of byte chunks.
 pub struct Download {
-    client: Arc<HttpClient>,
-    image_id: String,
+    client: Arc<DownloadClient>,
+    id: String,
     urls: Vec<String>,
     url_idx: usize,
     pos: u64,
@@ -224,7 +280,7 @@ pub struct Download {
 impl std::fmt::Debug for Download {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Download")
-            .field("image_id", &self.image_id)
+            .field("id", &self.id)
             .field("pos", &self.pos)
             .field("total", &self.total)
             .finish_non_exhaustive()
@@ -233,10 +289,10 @@ impl std::fmt::Debug for Download {
 
 impl Download {
     /// A download of `urls` (nothing is requested until the first [`Download::next_chunk`]).
-    pub fn new(client: Arc<HttpClient>, image_id: &str, urls: Vec<String>) -> Self {
+    pub fn new(client: Arc<DownloadClient>, id: &str, urls: Vec<String>) -> Self {
         Self {
             client,
-            image_id: image_id.to_string(),
+            id: id.to_string(),
             urls,
             url_idx: 0,
             pos: 0,
@@ -274,21 +330,21 @@ impl Download {
     pub fn ranges(&self) -> RangeReader {
         RangeReader {
             client: self.client.clone(),
-            image_id: self.image_id.clone(),
+            id: self.id.clone(),
             url: self.current_url().to_string(),
         }
     }
 
-    fn err(&self, msg: impl Into<String>) -> ImageError {
-        ImageError::Download { image_id: self.image_id.clone(), msg: msg.into() }
+    fn err(&self, msg: impl Into<String>) -> DownloadError {
+        DownloadError::Transient { id: self.id.clone(), msg: msg.into() }
     }
 
     fn check_duration(&self) -> Result<()> {
         if let Some(max) = self.client.opts.max_duration
             && self.started.elapsed() > max
         {
-            return Err(ImageError::DownloadTimeout {
-                image_id: self.image_id.clone(),
+            return Err(DownloadError::Timeout {
+                id: self.id.clone(),
                 msg: format!("Download exceeded max duration of {} seconds", max.as_secs()),
             });
         }
@@ -312,19 +368,15 @@ impl Download {
                         return Ok(());
                     }
                     Err(FetchErr::Status(code, _)) if (400..500).contains(&code) => {
-                        return Err(ImageError::DownloadFatal {
-                            image_id: self.image_id.clone(),
-                            msg: format!(
-                                "Received status code {code} from {}, expected 200",
-                                Redacted(&url)
-                            ),
+                        return Err(DownloadError::Status {
+                            id: self.id.clone(),
+                            url: redact(&url),
+                            status: code,
+                            expected: 200,
                         });
                     }
                     Err(FetchErr::Fatal(m)) => {
-                        return Err(ImageError::DownloadFatal {
-                            image_id: self.image_id.clone(),
-                            msg: m,
-                        });
+                        return Err(DownloadError::Fatal { id: self.id.clone(), msg: m });
                     }
                     Err(e) => {
                         tracing::warn!(url = %Redacted(&url), attempt, error = %e, "image download attempt failed");
@@ -421,8 +473,8 @@ impl Download {
 /// Random-access reads of one resource (qcow2 tables and out-of-order clusters).
 #[derive(Clone)]
 pub struct RangeReader {
-    client: Arc<HttpClient>,
-    image_id: String,
+    client: Arc<DownloadClient>,
+    id: String,
     url: String,
 }
 
@@ -445,16 +497,15 @@ impl RangeReader {
                 match self.client.get(&self.url, Some((offset, Some(offset + len - 1)))).await {
                     Ok(r) => r,
                     Err(FetchErr::Status(code, u)) if (400..500).contains(&code) => {
-                        return Err(ImageError::DownloadFatal {
-                            image_id: self.image_id.clone(),
-                            msg: format!("Received status code {code} from {u}, expected 206"),
+                        return Err(DownloadError::Status {
+                            id: self.id.clone(),
+                            url: u,
+                            status: code,
+                            expected: 206,
                         });
                     }
                     Err(FetchErr::Fatal(m)) => {
-                        return Err(ImageError::DownloadFatal {
-                            image_id: self.image_id.clone(),
-                            msg: m,
-                        });
+                        return Err(DownloadError::Fatal { id: self.id.clone(), msg: m });
                     }
                     Err(e) => {
                         last = e.to_string();
@@ -464,8 +515,8 @@ impl RangeReader {
             if resp.status() != StatusCode::PARTIAL_CONTENT
                 || content_range(&resp).map(|r| r.0) != Some(offset)
             {
-                return Err(ImageError::Download {
-                    image_id: self.image_id.clone(),
+                return Err(DownloadError::Transient {
+                    id: self.id.clone(),
                     msg: format!("{} does not support Range requests", Redacted(&self.url)),
                 });
             }
@@ -475,6 +526,159 @@ impl RangeReader {
                 Err(_) => last = "range read timed out".into(),
             }
         }
-        Err(ImageError::Download { image_id: self.image_id.clone(), msg: last })
+        Err(DownloadError::Transient { id: self.id.clone(), msg: last })
+    }
+}
+
+impl HttpOptions {
+    /// Options for an agent download: `timeout`, `retries`, `retry_interval` and
+    /// `max_duration` (0 = unlimited) in seconds, `insecure` and `cafile`, and proxies from the
+    /// `http_proxy` / `https_proxy` / `no_proxy` environment variables (either case). No
+    /// `Authorization` header.
+    pub fn from_agent(settings: AgentDownload) -> Self {
+        let AgentDownload { timeout, retries, retry_interval, max_duration, insecure, cafile } =
+            settings;
+        HttpOptions {
+            timeout: Duration::from_secs(timeout.max(1)),
+            retries,
+            retry_interval: Duration::from_secs(retry_interval),
+            max_duration: (max_duration > 0).then(|| Duration::from_secs(max_duration)),
+            insecure,
+            cafile,
+            authorization: None,
+            proxies: env_proxies(|k| std::env::var(k).ok()),
+            no_proxy: env_var_either(&|k| std::env::var(k).ok(), "no_proxy")
+                .map(|n| {
+                    n.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The agent's download settings (`image_download_connection_*`, `image_download_max_duration`,
+/// `insecure`, `cafile`), in seconds.
+#[derive(Debug, Clone, Default)]
+pub struct AgentDownload {
+    /// Connect and per-read timeout.
+    pub timeout: u64,
+    /// Retries per URL.
+    pub retries: u32,
+    /// Pause between attempts.
+    pub retry_interval: u64,
+    /// Upper bound of a whole download; 0 is unlimited.
+    pub max_duration: u64,
+    /// Skip TLS verification.
+    pub insecure: bool,
+    /// CA bundle replacing the system roots.
+    pub cafile: Option<PathBuf>,
+}
+
+fn env_var_either(get: &dyn Fn(&str) -> Option<String>, lower: &str) -> Option<String> {
+    get(lower).or_else(|| get(&lower.to_ascii_uppercase())).filter(|v| !v.trim().is_empty())
+}
+
+fn env_proxies(get: impl Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+    [("http", "http_proxy"), ("https", "https_proxy")]
+        .into_iter()
+        .filter_map(|(scheme, var)| {
+            env_var_either(&get, var).map(|v| (scheme.to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Stream `url` into a new file at `dest` (created or truncated), handing every chunk to
+/// `inspect` (a hasher, typically) before it is written, then fsync. Returns the byte count.
+///
+/// `http://` and `https://` go through [`DownloadClient`] / [`Download`] (retries, resume, TLS
+/// settings of `client`); `file://<path>` reads a local file. `id` names the download in
+/// errors (`ImageDownloadError` once mapped to an `AgentError`). Nothing is held in memory
+/// beyond one chunk.
+pub async fn download_to_file(
+    client: &Arc<DownloadClient>,
+    id: &str,
+    url: &str,
+    dest: &Path,
+    mut inspect: impl FnMut(&[u8]) + Send,
+) -> Result<u64> {
+    let fail = |msg: String| DownloadError::Transient { id: id.to_string(), msg };
+    let mut file = tokio::fs::File::create(dest)
+        .await
+        .map_err(|e| fail(format!("cannot create {}: {e}", dest.display())))?;
+    let mut total = 0u64;
+    if let Some(path) = url.strip_prefix("file://") {
+        let mut src = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| fail(format!("cannot open {path}: {e}")))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = src.read(&mut buf).await.map_err(|e| fail(format!("reading {path}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            inspect(&buf[..n]);
+            file.write_all(&buf[..n])
+                .await
+                .map_err(|e| fail(format!("writing {}: {e}", dest.display())))?;
+            total += n as u64;
+        }
+    } else if url.starts_with("http://") || url.starts_with("https://") {
+        let mut dl = Download::new(client.clone(), id, vec![url.to_string()]);
+        while let Some(chunk) = dl.next_chunk().await? {
+            inspect(&chunk);
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| fail(format!("writing {}: {e}", dest.display())))?;
+            total += chunk.len() as u64;
+        }
+    } else {
+        return Err(fail(format!(
+            "unsupported URL {url}: only http://, https:// and file:// are supported"
+        )));
+    }
+    file.flush().await.map_err(|e| fail(format!("writing {}: {e}", dest.display())))?;
+    file.sync_all().await.map_err(|e| fail(format!("syncing {}: {e}", dest.display())))?;
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxies_come_from_either_case_of_the_environment_variables() {
+        let env = |k: &str| match k {
+            "HTTP_PROXY" => Some("http://proxy:3128".to_string()),
+            "https_proxy" => Some("http://sproxy:3128".to_string()),
+            "HTTPS_PROXY" => Some("http://ignored:1".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            env_proxies(env),
+            vec![
+                ("http".to_string(), "http://proxy:3128".to_string()),
+                ("https".to_string(), "http://sproxy:3128".to_string())
+            ]
+        );
+        assert!(env_proxies(|_| None).is_empty());
+    }
+
+    #[tokio::test]
+    async fn file_urls_are_copied_through_the_inspector_and_other_schemes_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.bin");
+        std::fs::write(&src, b"firmware bytes").unwrap();
+        let client = Arc::new(DownloadClient::new(HttpOptions::default()).unwrap());
+        let dest = dir.path().join("dest.bin");
+        let mut seen = Vec::new();
+        let url = format!("file://{}", src.display());
+        let n = download_to_file(&client, "fw", &url, &dest, |c| seen.extend_from_slice(c))
+            .await
+            .unwrap();
+        assert_eq!(n, 14);
+        assert_eq!(seen, b"firmware bytes");
+        assert_eq!(std::fs::read(&dest).unwrap(), b"firmware bytes");
+        let err = download_to_file(&client, "fw", "ftp://h/x", &dest, |_| {}).await.unwrap_err();
+        assert!(matches!(err, DownloadError::Transient { .. }), "{err:?}");
     }
 }
