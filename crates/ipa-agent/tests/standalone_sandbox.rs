@@ -211,3 +211,75 @@ fn sigterm_with_nothing_running_exits_zero() {
     assert!(status.success(), "exit status {status}:\n{}", agent.log());
     assert!(!agent.log().contains("is abandoned by the shutdown"), "{}", agent.log());
 }
+
+/// A server answering one request with `body` (then closing), at most one connection.
+fn one_shot_image_server(body: Vec<u8>) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let Ok((mut c, _)) = l.accept() else { return };
+        let mut buf = [0u8; 4096];
+        let _ = c.read(&mut buf);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = c.write_all(head.as_bytes());
+        let _ = c.write_all(&body);
+    });
+    port
+}
+
+#[test]
+#[cfg(feature = "hw-sim")]
+fn the_write_image_step_is_listed_by_the_image_pipeline_and_runs_through_deploy_steps() {
+    let machine =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/machines/two-disk-server.toml");
+    let mut agent = Agent::start_with(&["--machine", machine]);
+    agent.wait_ready();
+    let post = |name: &str, params: Value| {
+        let (code, body) = http(
+            agent.port,
+            "POST",
+            &format!("/v1/commands/?agent_token={TOKEN}&wait=true"),
+            &[],
+            Some(&serde_json::json!({"name": name, "params": params})),
+        )
+        .unwrap();
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let steps = post("deploy.get_deploy_steps", serde_json::json!({"node": {}, "ports": []}));
+    let listed = &steps["command_result"]["deploy_steps"];
+    let standby = listed["StandbyExtension"].as_array().unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(standby.len(), 1, "{listed}");
+    assert_eq!(standby[0]["step"], "write_image");
+    assert_eq!(standby[0]["priority"], 0);
+    assert_eq!(standby[0]["argsinfo"]["image_info"]["required"], true);
+    for (manager, list) in listed.as_object().unwrap() {
+        if manager != "StandbyExtension" {
+            let names: Vec<&str> =
+                list.as_array().unwrap().iter().filter_map(|s| s["step"].as_str()).collect();
+            assert!(!names.contains(&"write_image"), "{manager} lists write_image too: {listed}");
+        }
+    }
+
+    // Executing the step reaches the pipeline: the image is downloaded and its checksum
+    // checked (a manager could not answer with ImageChecksumError), and nothing is recorded.
+    let port = one_shot_image_server(vec![0xa5; 1 << 20]);
+    let versions = steps["command_result"]["hardware_manager_version"].clone();
+    let r = post(
+        "deploy.execute_deploy_step",
+        serde_json::json!({
+            "step": {"step": "write_image", "interface": "deploy", "priority": 0, "args": {
+                "image_info": {"id": "via-step", "urls": [format!("http://127.0.0.1:{port}/d.raw")],
+                               "disk_format": "raw", "stream_raw_images": true,
+                               "os_hash_algo": "sha256", "os_hash_value": "0".repeat(64)}}},
+            "node": {}, "ports": [], "deploy_version": versions}),
+    );
+    assert_eq!(r["command_status"], "FAILED", "{r}");
+    assert_eq!(r["command_error"]["type"], "ImageChecksumError", "{r}");
+    let uuids = post("standby.get_partition_uuids", serde_json::json!({}));
+    assert_eq!(uuids["command_result"], serde_json::json!({}), "{uuids}");
+}
