@@ -66,12 +66,17 @@ impl Agent {
     }
 
     fn command(&self, name: &str) -> Value {
+        self.post(name, serde_json::json!({}))
+    }
+
+    /// `POST /v1/commands/?wait=true` with `params`; the final result.
+    fn post(&self, name: &str, params: Value) -> Value {
         let (code, body) = http(
             self.port,
             "POST",
             &format!("/v1/commands/?agent_token={TOKEN}&wait=true"),
             &[],
-            Some(&serde_json::json!({"name": name, "params": {}})),
+            Some(&serde_json::json!({"name": name, "params": params})),
         )
         .unwrap();
         assert_eq!(code, 200, "{body}");
@@ -145,9 +150,9 @@ fn standalone_sandbox_agent_serves_the_simulated_machine_and_stops_on_sigterm() 
     assert!(Path::new(&agent.sandbox()).is_dir());
 }
 
-/// A server that sends the headers and the first 64 KiB of a 64 MiB image, then stalls (until
-/// the test ends, at most 60 s).
-fn stalling_image_server() -> u16 {
+/// A server for one connection: it reads the request, answers 200 with a `Content-Length` of
+/// `length` and `body`, then holds the connection for `hold` (bounded by the test).
+fn one_connection_server(length: usize, body: Vec<u8>, hold: Duration) -> u16 {
     use std::io::{Read, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
@@ -155,11 +160,18 @@ fn stalling_image_server() -> u16 {
         let Ok((mut c, _)) = l.accept() else { return };
         let mut buf = [0u8; 4096];
         let _ = c.read(&mut buf);
-        let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n");
-        let _ = c.write_all(&vec![0x5au8; 64 << 10]);
-        std::thread::sleep(Duration::from_secs(60));
+        let head =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n");
+        let _ = c.write_all(head.as_bytes());
+        let _ = c.write_all(&body);
+        std::thread::sleep(hold);
     });
     port
+}
+
+/// The headers and the first 64 KiB of a 64 MiB image, then a stall (at most 60 s).
+fn stalling_image_server() -> u16 {
+    one_connection_server(64 << 20, vec![0x5au8; 64 << 10], Duration::from_secs(60))
 }
 
 #[test]
@@ -212,25 +224,6 @@ fn sigterm_with_nothing_running_exits_zero() {
     assert!(!agent.log().contains("is abandoned by the shutdown"), "{}", agent.log());
 }
 
-/// A server answering one request with `body` (then closing), at most one connection.
-fn one_shot_image_server(body: Vec<u8>) -> u16 {
-    use std::io::{Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let Ok((mut c, _)) = l.accept() else { return };
-        let mut buf = [0u8; 4096];
-        let _ = c.read(&mut buf);
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        let _ = c.write_all(head.as_bytes());
-        let _ = c.write_all(&body);
-    });
-    port
-}
-
 #[test]
 #[cfg(feature = "hw-sim")]
 fn the_write_image_step_is_listed_by_the_image_pipeline_and_runs_through_deploy_steps() {
@@ -238,19 +231,7 @@ fn the_write_image_step_is_listed_by_the_image_pipeline_and_runs_through_deploy_
         concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/machines/two-disk-server.toml");
     let mut agent = Agent::start_with(&["--machine", machine]);
     agent.wait_ready();
-    let post = |name: &str, params: Value| {
-        let (code, body) = http(
-            agent.port,
-            "POST",
-            &format!("/v1/commands/?agent_token={TOKEN}&wait=true"),
-            &[],
-            Some(&serde_json::json!({"name": name, "params": params})),
-        )
-        .unwrap();
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str::<Value>(&body).unwrap()
-    };
-    let steps = post("deploy.get_deploy_steps", serde_json::json!({"node": {}, "ports": []}));
+    let steps = agent.post("deploy.get_deploy_steps", serde_json::json!({"node": {}, "ports": []}));
     let listed = &steps["command_result"]["deploy_steps"];
     let standby = listed["StandbyExtension"].as_array().unwrap_or_else(|| panic!("{listed}"));
     assert_eq!(standby.len(), 1, "{listed}");
@@ -267,9 +248,9 @@ fn the_write_image_step_is_listed_by_the_image_pipeline_and_runs_through_deploy_
 
     // Executing the step reaches the pipeline: the image is downloaded and its checksum
     // checked (a manager could not answer with ImageChecksumError), and nothing is recorded.
-    let port = one_shot_image_server(vec![0xa5; 1 << 20]);
+    let port = one_connection_server(1 << 20, vec![0xa5; 1 << 20], Duration::ZERO);
     let versions = steps["command_result"]["hardware_manager_version"].clone();
-    let r = post(
+    let r = agent.post(
         "deploy.execute_deploy_step",
         serde_json::json!({
             "step": {"step": "write_image", "interface": "deploy", "priority": 0, "args": {
@@ -280,6 +261,6 @@ fn the_write_image_step_is_listed_by_the_image_pipeline_and_runs_through_deploy_
     );
     assert_eq!(r["command_status"], "FAILED", "{r}");
     assert_eq!(r["command_error"]["type"], "ImageChecksumError", "{r}");
-    let uuids = post("standby.get_partition_uuids", serde_json::json!({}));
+    let uuids = agent.post("standby.get_partition_uuids", serde_json::json!({}));
     assert_eq!(uuids["command_result"], serde_json::json!({}), "{uuids}");
 }

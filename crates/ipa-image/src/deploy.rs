@@ -324,7 +324,8 @@ fn boot_mode(s: &AgentServices, info: &ImageInfo) -> String {
 }
 
 /// The whole `prepare_image` flow onto `device` (the install device the caller resolved once),
-/// recording the result in `state`. Returns IPA's message.
+/// recording the result in `state`. `args` were checked with [`validate`] by the caller.
+/// Returns IPA's message.
 pub async fn run(
     s: &Arc<AgentServices>,
     device: &str,
@@ -332,7 +333,6 @@ pub async fn run(
     args: &Params,
     ctx: &CommandContext,
 ) -> Result<String> {
-    validate(s, args)?;
     let info = ImageInfo::parse(args.get("image_info").unwrap_or(&Value::Null))?;
     let configdrive = args
         .get("configdrive")

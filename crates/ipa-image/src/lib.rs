@@ -71,11 +71,7 @@ impl ImagePipeline {
 
     /// The OS install device (IPA's `dispatch_to_managers('get_os_install_device')`).
     pub async fn install_device(&self, permit_refresh: bool) -> Result<String, AgentError> {
-        self.hardware
-            .dispatch("get_os_install_device", |m, p| {
-                Box::pin(m.get_os_install_device(permit_refresh, p))
-            })
-            .await
+        install_device(&self.hardware, permit_refresh).await
     }
 
     /// Write the image described by `args` (`image_info`, `configdrive`) to the OS install
@@ -102,6 +98,18 @@ impl ImagePipeline {
     pub fn state(&self) -> ImageState {
         self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
+}
+
+/// IPA's `dispatch_to_managers('get_os_install_device')`.
+async fn install_device(
+    hardware: &HardwareManagers,
+    permit_refresh: bool,
+) -> Result<String, AgentError> {
+    hardware
+        .dispatch("get_os_install_device", |m, p| {
+            Box::pin(m.get_os_install_device(permit_refresh, p))
+        })
+        .await
 }
 
 /// `write_image` as IPA's generic manager lists it (deploy and service steps, priority 0).
@@ -222,12 +230,7 @@ impl Extension for ImageExtension {
     ) -> Result<Value, AgentError> {
         match command {
             "install_bootloader" => {
-                let device = self
-                    .hardware
-                    .dispatch("get_os_install_device", |m, p| {
-                        Box::pin(m.get_os_install_device(false, p))
-                    })
-                    .await?;
+                let device = install_device(&self.hardware, false).await?;
                 Ok(bootloader::install(&self.services, &device, &params).await?)
             }
             other => Err(AgentError::invalid_command(format!("Unknown command: {other}"))),
