@@ -60,7 +60,7 @@ pub enum ModeError {
 /// * `real_hardware = true` → real (explicit opt-in);
 /// * otherwise real only inside a ramdisk, and a sandbox in the temp directory everywhere else.
 pub fn decide_mode(config: &AgentConfig, env: &Environment) -> Result<RunMode, ModeError> {
-    let mode = match (&config.sandbox, config.real_hardware) {
+    let mode = match (&config.agent.sandbox, config.agent.real_hardware) {
         (Some(_), true) => return Err(ModeError::Conflict),
         (Some(dir), false) => RunMode::Sandbox { dir: absolute(dir) },
         (None, true) => RunMode::Real,
@@ -106,18 +106,17 @@ mod tests {
         assert_eq!(decide_mode(&c, &off).unwrap(), RunMode::Sandbox { dir: dir.path().join("sb") });
         assert!(dir.path().join("sb/disks").is_dir());
         assert_eq!(decide_mode(&c, &on).unwrap(), RunMode::Real);
-        let explicit = AgentConfig { sandbox: Some(dir.path().join("x")), ..Default::default() };
+        let mut explicit = AgentConfig::default();
+        explicit.agent.sandbox = Some(dir.path().join("x"));
         assert!(
             decide_mode(&explicit, &on).unwrap().is_sandbox(),
             "--sandbox wins even on a ramdisk"
         );
-        let real = AgentConfig { real_hardware: true, ..Default::default() };
+        let mut real = AgentConfig::default();
+        real.agent.real_hardware = true;
         assert_eq!(decide_mode(&real, &off).unwrap(), RunMode::Real);
-        let both = AgentConfig {
-            real_hardware: true,
-            sandbox: Some("/tmp/x".into()),
-            ..Default::default()
-        };
+        let mut both = real.clone();
+        both.agent.sandbox = Some("/tmp/x".into());
         assert!(matches!(decide_mode(&both, &off), Err(ModeError::Conflict)));
     }
 }

@@ -99,16 +99,16 @@ pub fn config_sources(cli: &Cli) -> ConfigSources {
 /// Run the agent until it stops. `Ok` carries the process exit code.
 pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
     let (config, figment) = load(&config_sources(&cli))?;
-    logging::init(config.debug, &config.log_format);
+    logging::init(config.agent.debug, &config.agent.log_format);
     tracing::info!(
         version = ipa_core::AGENT_VERSION,
         ipa_compat = ipa_core::IPA_COMPAT_VERSION,
         "ipa-agent starting"
     );
-    for option in config.unimplemented_options_set() {
+    for option in &config.not_implemented {
         tracing::warn!(
             option,
-            "option accepted for IPA compatibility but not implemented yet; ignored"
+            "IPA option accepted for compatibility but not implemented by this agent; ignored"
         );
     }
     let env = environment::Environment::probe();
@@ -145,7 +145,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error + Send 
     let handles = agent.start_transports(tls).await?;
     let _heartbeater = ironic.as_ref().and_then(|l| l.start_heartbeating());
     for r in agent.ready().all() {
-        if r.transport == "rest" && cfg.standalone {
+        if r.transport == "rest" && cfg.ironic.standalone {
             tracing::info!(
                 "ready; try: curl -X POST '{}/v1/commands/?agent_token=$TOKEN&wait=true' -d \
                  '{{\"name\":\"poll.get_hardware_info\",\"params\":{{}}}}'",

@@ -137,7 +137,7 @@ impl Agent {
                 "hardware manager loaded"
             );
         }
-        let delay = services.config.hardware_initialization_delay;
+        let delay = services.config.agent.hardware_initialization_delay;
         if delay > 0 {
             tokio::time::sleep(Duration::from_secs(delay)).await;
         }
@@ -152,7 +152,7 @@ impl Agent {
                 services.token.clone(),
                 services.status.clone(),
             )
-            .with_history_size(services.config.command_history_size),
+            .with_history_size(services.config.agent.command_history_size),
         );
 
         let identity = watch::channel(initial_identity(&services, &hardware).await).0;
@@ -170,7 +170,7 @@ impl Agent {
     /// Server TLS from the static `tls_cert_file`/`tls_key_file` options, if set.
     pub fn static_tls(&self) -> Result<Option<ServerTls>, StartError> {
         let c = &self.services.config;
-        let (Some(cert), Some(key)) = (&c.tls_cert_file, &c.tls_key_file) else {
+        let (Some(cert), Some(key)) = (&c.api.tls_cert_file, &c.api.tls_key_file) else {
             return Ok(None);
         };
         let read = |p: &std::path::Path| {
@@ -181,8 +181,8 @@ impl Agent {
         Ok(Some(ServerTls {
             cert_pem: read(cert)?,
             key_pem: read(key)?,
-            min_version: settings.tls_min_version.unwrap_or_else(|| c.tls_min_version.clone()),
-            cipher_suites: settings.tls_cipher_suites.or_else(|| c.tls_cipher_suites.clone()),
+            min_version: settings.tls_min_version.unwrap_or_else(|| c.api.tls_min_version.clone()),
+            cipher_suites: settings.tls_cipher_suites.or_else(|| c.api.tls_cipher_suites.clone()),
         }))
     }
 
@@ -323,7 +323,7 @@ impl Agent {
 }
 
 async fn initial_identity(services: &AgentServices, hw: &HardwareManagers) -> String {
-    if let Some(id) = &services.config.agent_id {
+    if let Some(id) = &services.config.link.agent_id {
         return id.clone();
     }
     if let Ok(mut nics) =

@@ -159,7 +159,7 @@ async fn agents(
                     let (public, secret) = generate_keypair().expect("CURVE key pair");
                     cfg.curve_server_key = zmq_server_key.clone();
                     cfg.curve_public_key = Some(public);
-                    cfg.curve_secret_key = Some(secret);
+                    cfg.curve_secret_key = Some(secret.into());
                     h.serve(&cfg, None).await
                 }
             };

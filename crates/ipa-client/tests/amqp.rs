@@ -34,12 +34,12 @@ fn shared_rabbit() -> Option<&'static str> {
 
 fn agent_cfg(url: &str) -> AmqpConfig {
     let mut c = AmqpConfig::new(url);
-    c.heartbeat_ms = 500;
-    c.reconnect_min_ms = 100;
-    c.reconnect_max_ms = 1000;
-    c.max_message_bytes = 64 * 1024;
+    c.link.heartbeat_ms = 500;
+    c.link.reconnect_min_ms = 100;
+    c.link.reconnect_max_ms = 1000;
+    c.link.max_message_bytes = 64 * 1024;
     // Short on purpose: the session must survive the ready deadline (regression).
-    c.ready_timeout_ms = 300;
+    c.link.ready_timeout_ms = 300;
     c
 }
 
@@ -132,7 +132,7 @@ async fn wrong_credentials_are_refused_with_a_clear_reason() {
     h.identity.send_replace("bad-creds".into());
     let mut cfg = agent_cfg(url);
     cfg.password = Some("definitely-wrong".into());
-    cfg.ready_timeout_ms = 500;
+    cfg.link.ready_timeout_ms = 500;
     let mut state = cfg.link_state();
     let info = h.serve(&cfg, None).await;
     assert!(info.endpoint.contains("connecting"));

@@ -96,10 +96,10 @@ impl Node {
         c.ca_file = Some(ca.to_path_buf());
         c.username = Some(USER.into());
         c.password_file = Some(self.password_file.clone());
-        c.heartbeat_ms = 500;
-        c.reconnect_min_ms = 100;
-        c.reconnect_max_ms = 1000;
-        c.ready_timeout_ms = 5000;
+        c.link.heartbeat_ms = 500;
+        c.link.reconnect_min_ms = 100;
+        c.link.reconnect_max_ms = 1000;
+        c.link.ready_timeout_ms = 5000;
         c
     }
 }
@@ -135,7 +135,7 @@ async fn amqps_with_another_ca_is_refused_with_a_tls_reason_in_bounded_time() {
     let h = Harness::new();
     h.identity.send_replace(format!("agent-{}", uuid::Uuid::new_v4()));
     let mut cfg = n.agent_cfg(&n.other_ca);
-    cfg.ready_timeout_ms = 500;
+    cfg.link.ready_timeout_ms = 500;
     let mut state = cfg.link_state();
     let info = h.serve(&cfg, None).await;
     assert!(info.endpoint.contains("connecting"), "{info:?}");

@@ -34,10 +34,10 @@ async fn ipactl_against_agent(extra: &[&str], args: &[&str]) -> (std::process::O
         ipactl(&refs, LIMIT)
     });
     let mut cfg = ZmqConfig::dial(&ep);
-    cfg.heartbeat_ms = 300;
-    cfg.reconnect_min_ms = 50;
-    cfg.reconnect_max_ms = 200;
-    cfg.ready_timeout_ms = 200;
+    cfg.link.heartbeat_ms = 300;
+    cfg.link.reconnect_min_ms = 50;
+    cfg.link.reconnect_max_ms = 200;
+    cfg.link.ready_timeout_ms = 200;
     h.serve(&cfg, None).await;
     let out = ctl.await.unwrap();
     drop(h);

@@ -31,9 +31,9 @@ fn agent_cfg(endpoint: &str, k: &Keys) -> ZmqConfig {
     let mut c = ZmqConfig::dial(endpoint);
     c.curve_server_key = Some(k.server_public.clone());
     c.curve_public_key = Some(k.agent_public.clone());
-    c.curve_secret_key = Some(k.agent_secret.clone());
-    c.heartbeat_ms = 300;
-    c.ready_timeout_ms = 3000;
+    c.curve_secret_key = Some(k.agent_secret.clone().into());
+    c.link.heartbeat_ms = 300;
+    c.link.ready_timeout_ms = 3000;
     c
 }
 
@@ -98,7 +98,7 @@ async fn wrong_server_key_is_refused_and_reported() {
     h.identity.send_replace("wrong-key-agent".into());
     let mut cfg = agent_cfg(ctl.endpoint(), &k);
     cfg.curve_server_key = Some(generate_keypair().unwrap().0); // not the controller's key
-    cfg.ready_timeout_ms = 500;
+    cfg.link.ready_timeout_ms = 500;
     let mut state = cfg.link_state();
     let info = h.serve(&cfg, None).await;
     assert!(info.endpoint.contains("connecting"), "{info:?}");
@@ -124,8 +124,8 @@ async fn unlisted_agent_key_is_refused_by_the_controller() {
     let mut cfg = agent_cfg(ctl.endpoint(), &k);
     let (p, s) = generate_keypair().unwrap(); // valid pair, but not in the allowed list
     cfg.curve_public_key = Some(p);
-    cfg.curve_secret_key = Some(s);
-    cfg.ready_timeout_ms = 500;
+    cfg.curve_secret_key = Some(s.into());
+    cfg.link.ready_timeout_ms = 500;
     let mut state = cfg.link_state();
     h.serve(&cfg, None).await;
     let s = tokio::time::timeout(
@@ -172,7 +172,7 @@ async fn controller_restart_loses_no_result() {
     let h = Harness::new();
     h.identity.send_replace("restart-agent".into());
     let mut cfg = agent_cfg(&ep, &k);
-    cfg.reconnect_max_ms = 500;
+    cfg.link.reconnect_max_ms = 500;
     h.serve(&cfg, None).await;
     assert!(ctl.wait_for_agent("restart-agent", Duration::from_secs(10)).await);
     let c = ctl.agent("restart-agent", Some(TEST_TOKEN));
@@ -194,7 +194,7 @@ async fn bound_router_mode_with_curve() {
     let k = keys();
     let h = Harness::new();
     let mut cfg = ZmqConfig::bound("tcp://127.0.0.1:*");
-    cfg.curve_secret_key = Some(k.server_secret.clone());
+    cfg.curve_secret_key = Some(k.server_secret.clone().into());
     cfg.curve_allowed_clients = Some(k.agent_public.clone());
     let info = h.serve(&cfg, None).await;
     let curve = ControllerCurve {

@@ -318,8 +318,9 @@ impl AgentServices {
         runner: Arc<dyn CommandRunner>,
         power: Arc<dyn PowerController>,
     ) -> Arc<Self> {
-        let token = TokenStore::new(config.agent_token.as_ref().map(|t| t.expose().to_string()));
-        let control = AgentControl::new(config.standalone);
+        let token =
+            TokenStore::new(config.ironic.agent_token.as_ref().map(|t| t.expose().to_string()));
+        let control = AgentControl::new(config.ironic.standalone);
         Arc::new(Self {
             config: Arc::new(config),
             figment,

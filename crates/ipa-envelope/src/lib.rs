@@ -31,9 +31,6 @@ pub mod link;
 /// The protocol version this crate speaks (`"v"` on every message).
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Default largest accepted request, in bytes (1 MiB). Transports make it configurable.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
-
 /// Prefix of the implicit idempotency key derived from the message id.
 pub const IMPLICIT_KEY_PREFIX: &str = "msg:";
 

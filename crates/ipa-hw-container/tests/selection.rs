@@ -144,7 +144,8 @@ async fn world() -> World {
     let root = dir.path().join("root");
     host(&root);
     let runner = FakeRunner::new();
-    let config = AgentConfig { collect_lldp: true, ..Default::default() };
+    let mut config = AgentConfig::default();
+    config.inspection.collect_lldp = true;
     let services = AgentServices::new(
         config,
         Figment::new(),

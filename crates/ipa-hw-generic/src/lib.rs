@@ -184,14 +184,18 @@ impl GenericHardwareManager {
         let opts = GenericOptions {
             machine: Machine::at(root.map(PathBuf::from).unwrap_or_else(|| "/".into())),
             collectors: cfg
+                .inspection
                 .inspection_collectors
                 .split(',')
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect(),
-            collect_lldp: cfg.collect_lldp,
-            lldp_timeout: Duration::from_secs_f64(cfg.lldp_timeout.clamp(0.0, 600.0)),
-            disk_wait: (cfg.disk_wait_attempts, Duration::from_secs(cfg.disk_wait_delay)),
+            collect_lldp: cfg.inspection.collect_lldp,
+            lldp_timeout: Duration::from_secs_f64(cfg.inspection.lldp_timeout.clamp(0.0, 600.0)),
+            disk_wait: (
+                cfg.agent.disk_wait_attempts,
+                Duration::from_secs(cfg.agent.disk_wait_delay),
+            ),
             real_mode: !services.mode.is_sandbox(),
             disk_mode: Some(services.mode.clone()),
             erase_tools: !services.mode.is_sandbox(),

@@ -4,7 +4,11 @@
 //! kernel drops when the socket closes: no interface flag is ever changed.
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::MsgFlags;
 
 /// LLDP ethertype.
 pub const LLDP_ETHERTYPE: u16 = 0x88cc;
@@ -33,43 +37,33 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-struct Sock(i32);
-impl Drop for Sock {
-    fn drop(&mut self) {
-        // SAFETY: closing a descriptor this struct owns.
-        unsafe { libc::close(self.0) };
-    }
-}
-
-fn open(iface: &str) -> std::io::Result<Sock> {
-    let proto = LLDP_ETHERTYPE.to_be() as i32;
-    // SAFETY: plain socket creation.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            proto,
-        )
+/// Open an `AF_PACKET` socket bound to `iface` that receives LLDP frames, in promiscuous mode
+/// for as long as it is open.
+fn open(iface: &str) -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockProtocol, SockType, socket};
+    // Created for every ethertype, then narrowed to LLDP by `bind`; a frame of another type
+    // queued in between is dropped by `is_lldp` when it is read.
+    let fd = socket(
+        AddressFamily::Packet,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        SockProtocol::EthAll,
+    )?;
+    let idx = nix::net::if_::if_nametoindex(iface)? as i32;
+    let sll = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as u16,
+        sll_protocol: LLDP_ETHERTYPE.to_be(),
+        sll_ifindex: idx,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
     };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let sock = Sock(fd);
-    let cname = std::ffi::CString::new(iface).map_err(|_| std::io::Error::other("bad name"))?;
-    // SAFETY: cname is NUL-terminated.
-    let idx = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-    if idx == 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: sockaddr_ll is plain data.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = LLDP_ETHERTYPE.to_be();
-    sll.sll_ifindex = idx as i32;
-    // SAFETY: binding our socket to a valid sockaddr_ll of the right size.
+    // SAFETY: binding a socket this function owns to a fully initialised sockaddr_ll of the
+    // stated size (nix has no safe constructor for a packet address).
     let rc = unsafe {
         libc::bind(
-            fd,
+            fd.as_raw_fd(),
             (&sll as *const libc::sockaddr_ll).cast(),
             std::mem::size_of::<libc::sockaddr_ll>() as u32,
         )
@@ -77,21 +71,29 @@ fn open(iface: &str) -> std::io::Result<Sock> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: packet_mreq is plain data.
-    let mut mr: libc::packet_mreq = unsafe { std::mem::zeroed() };
-    mr.mr_ifindex = idx as i32;
-    mr.mr_type = libc::PACKET_MR_PROMISC as u16;
-    // SAFETY: setsockopt with a valid packet_mreq; membership ends when the socket closes.
+    let mr = libc::packet_mreq {
+        mr_ifindex: idx,
+        mr_type: libc::PACKET_MR_PROMISC as u16,
+        mr_alen: 0,
+        mr_address: [0; 8],
+    };
+    // SAFETY: setsockopt with a fully initialised packet_mreq of the stated size (nix has no
+    // PACKET_ADD_MEMBERSHIP option); the membership ends when the socket closes.
     unsafe {
         libc::setsockopt(
-            fd,
+            fd.as_raw_fd(),
             libc::SOL_PACKET,
             libc::PACKET_ADD_MEMBERSHIP,
             (&mr as *const libc::packet_mreq).cast(),
             std::mem::size_of::<libc::packet_mreq>() as u32,
         )
     };
-    Ok(sock)
+    Ok(fd)
+}
+
+/// Whether an Ethernet frame carries LLDP (untagged ethertype 0x88cc).
+fn is_lldp(frame: &[u8]) -> bool {
+    frame.len() >= 14 && u16::from_be_bytes([frame[12], frame[13]]) == LLDP_ETHERTYPE
 }
 
 /// Listen on each interface until one LLDP frame arrived on each or `timeout` passed.
@@ -113,29 +115,31 @@ pub fn collect(interfaces: &[String], timeout: Duration) -> BTreeMap<String, Vec
         if left.is_zero() {
             break;
         }
-        let mut fds: Vec<libc::pollfd> = socks
-            .iter()
-            .map(|(_, s)| libc::pollfd { fd: s.0, events: libc::POLLIN, revents: 0 })
-            .collect();
-        let ms = left.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: `fds` is a valid array of pollfd for the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms.max(1)) };
-        if n <= 0 {
-            if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            break;
+        let mut fds: Vec<PollFd<'_>> =
+            socks.iter().map(|(_, s)| PollFd::new(s.as_fd(), PollFlags::POLLIN)).collect();
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX).max(1);
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
         }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|p| p.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
+            .collect();
+        drop(fds);
         let mut done = Vec::new();
-        for (i, p) in fds.iter().enumerate() {
-            if p.revents & libc::POLLIN == 0 {
+        for (i, ready) in ready.into_iter().enumerate() {
+            if !ready {
                 continue;
             }
             let mut buf = [0u8; 1600];
-            // SAFETY: reading into a buffer of the stated length.
-            let r = unsafe { libc::recv(p.fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if r >= 0 {
-                out.insert(socks[i].0.clone(), parse_frame(&buf[..r as usize]));
+            let fd = socks[i].1.as_raw_fd();
+            if let Ok(n) = nix::sys::socket::recv(fd, &mut buf, MsgFlags::empty())
+                && is_lldp(&buf[..n])
+            {
+                out.insert(socks[i].0.clone(), parse_frame(&buf[..n]));
                 done.push(i);
             }
         }
@@ -144,4 +148,21 @@ pub fn collect(interfaces: &[String], timeout: Duration) -> BTreeMap<String, Vec
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_untagged_lldp_frames_are_taken() {
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&LLDP_ETHERTYPE.to_be_bytes());
+        frame.extend_from_slice(&[0x02, 0x01, 0x04, 0x00, 0x00]); // chassis id, End
+        assert!(is_lldp(&frame));
+        assert_eq!(parse_frame(&frame), [(1, "04".to_string()), (0, String::new())]);
+        frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes()); // IPv4
+        assert!(!is_lldp(&frame));
+        assert!(!is_lldp(&frame[..13]));
+    }
 }

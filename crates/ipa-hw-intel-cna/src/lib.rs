@@ -77,7 +77,7 @@ impl IntelCnaHardwareManager {
 
     /// Built from the agent's services (root prefix of the run mode, `collect_lldp`).
     pub fn from_services(services: &AgentServices) -> Self {
-        Self::new(services.mode.root_prefix(), services.config.collect_lldp)
+        Self::new(services.mode.root_prefix(), services.config.inspection.collect_lldp)
     }
 
     fn path(&self, abs: &str) -> PathBuf {

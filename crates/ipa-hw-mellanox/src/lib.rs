@@ -119,12 +119,12 @@ impl MellanoxDeviceHardwareManager {
     pub fn with_agent_download_settings(self, services: &AgentServices) -> Self {
         let c = &services.config;
         self.with_http_options(HttpOptions::from_agent(ipa_http::download::AgentDownload {
-            timeout: c.image_download_connection_timeout,
-            retries: c.image_download_connection_retries,
-            retry_interval: c.image_download_connection_retry_interval,
-            max_duration: c.image_download_max_duration,
-            insecure: c.insecure,
-            cafile: c.cafile.clone(),
+            timeout: c.image.image_download_connection_timeout,
+            retries: c.image.image_download_connection_retries,
+            retry_interval: c.image.image_download_connection_retry_interval,
+            max_duration: c.image.image_download_max_duration,
+            insecure: c.http.insecure,
+            cafile: c.http.cafile.clone(),
         }))
     }
 

@@ -508,13 +508,11 @@ fn services_trusting(f: &Fixture, ca_pem: Option<&str>) -> Arc<ipa_core::AgentSe
         std::fs::write(&p, pem).unwrap();
         p
     });
-    let config = ipa_core::config::AgentConfig {
-        cafile,
-        image_download_connection_retries: 0,
-        image_download_connection_retry_interval: 0,
-        image_download_connection_timeout: 10,
-        ..Default::default()
-    };
+    let mut config = ipa_core::config::AgentConfig::default();
+    config.http.cafile = cafile;
+    config.image.image_download_connection_retries = 0;
+    config.image.image_download_connection_retry_interval = 0;
+    config.image.image_download_connection_timeout = 10;
     ipa_core::AgentServices::new(
         config,
         figment::Figment::new(),

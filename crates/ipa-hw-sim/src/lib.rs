@@ -122,7 +122,7 @@ inventory::submit! {
 }
 
 fn build(services: &Arc<AgentServices>) -> Result<Arc<dyn HardwareManager>, ConfigError> {
-    let (machine, explicit) = match &services.config.machine {
+    let (machine, explicit) = match &services.config.agent.machine {
         Some(path) => (
             Machine::load(path).map_err(|e| ConfigError::Plugin {
                 plugin: "simulated".into(),

@@ -50,7 +50,7 @@ pub async fn install(s: &Arc<AgentServices>, device: &str, params: &Params) -> R
     let esp_uuid = param_str(params, "efi_system_part_uuid")?.map(str::to_string);
     let mode = param_str(params, "target_boot_mode")?.unwrap_or("bios").to_string();
     let ignore = param_bool(params, "ignore_bootloader_failure")
-        .or(s.config.ignore_bootloader_failure)
+        .or(s.config.image.ignore_bootloader_failure)
         .unwrap_or(false);
     let device = device.to_string();
     let result = if mode == "uefi" || esp_uuid.is_some() {
@@ -60,7 +60,7 @@ pub async fn install(s: &Arc<AgentServices>, device: &str, params: &Params) -> R
     } else if s
         .ironic_settings()
         .enable_bios_bootloader_install
-        .unwrap_or(s.config.enable_bios_bootloader_install)
+        .unwrap_or(s.config.image.enable_bios_bootloader_install)
     {
         Err(ImageError::InvalidImage {
             details: "Legacy BIOS grub installation is not supported by this agent".into(),

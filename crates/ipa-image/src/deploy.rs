@@ -27,7 +27,7 @@ const MIB: u64 = 1 << 20;
 
 /// Effective `md5_enabled` (Ironic's override wins).
 pub fn md5_enabled(s: &AgentServices) -> bool {
-    s.ironic_settings().md5_enabled.unwrap_or(s.config.md5_enabled)
+    s.ironic_settings().md5_enabled.unwrap_or(s.config.image.md5_enabled)
 }
 
 /// Synchronous validation of `{image_info, configdrive}` (400 with IPA's text).
@@ -39,13 +39,13 @@ pub fn validate(s: &AgentServices, args: &Params) -> Result<()> {
 pub fn http_options(s: &AgentServices, info: &ImageInfo) -> Result<HttpOptions> {
     let c = &s.config;
     let mut o = HttpOptions {
-        timeout: Duration::from_secs(c.image_download_connection_timeout.max(1)),
-        retries: c.image_download_connection_retries,
-        retry_interval: Duration::from_secs(c.image_download_connection_retry_interval),
-        max_duration: (c.image_download_max_duration > 0)
-            .then(|| Duration::from_secs(c.image_download_max_duration)),
-        insecure: c.insecure,
-        cafile: c.cafile.clone(),
+        timeout: Duration::from_secs(c.image.image_download_connection_timeout.max(1)),
+        retries: c.image.image_download_connection_retries,
+        retry_interval: Duration::from_secs(c.image.image_download_connection_retry_interval),
+        max_duration: (c.image.image_download_max_duration > 0)
+            .then(|| Duration::from_secs(c.image.image_download_max_duration)),
+        insecure: c.http.insecure,
+        cafile: c.http.cafile.clone(),
         authorization: None,
         proxies: info.proxies.clone(),
         no_proxy: info
@@ -62,14 +62,16 @@ pub fn http_options(s: &AgentServices, info: &ImageInfo) -> Result<HttpOptions> 
         })?;
         o.authorization = Some(String::from_utf8_lossy(&raw).into_owned());
     } else {
-        let strategy =
-            info.auth_strategy.clone().unwrap_or_else(|| c.image_server_auth_strategy.clone());
+        let strategy = info
+            .auth_strategy
+            .clone()
+            .unwrap_or_else(|| c.image.image_server_auth_strategy.clone());
         if strategy == "http_basic" {
-            let user = info.user.clone().or_else(|| c.image_server_user.clone());
+            let user = info.user.clone().or_else(|| c.image.image_server_user.clone());
             let pass = info
                 .password
                 .clone()
-                .or_else(|| c.image_server_password.as_ref().map(|p| p.expose().to_string()));
+                .or_else(|| c.image.image_server_password.as_ref().map(|p| p.expose().to_string()));
             match (user, pass) {
                 (Some(u), Some(p)) if !u.is_empty() && !p.is_empty() => {
                     let t = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
@@ -128,9 +130,10 @@ pub async fn expected_checksum(
 fn policy(s: &AgentServices, info: &ImageInfo) -> FormatPolicy {
     let ir = s.ironic_settings();
     let permitted = ir.permitted_image_formats.clone().unwrap_or_else(|| {
-        s.config.permitted_image_formats.split(',').map(|x| x.trim().to_string()).collect()
+        s.config.image.permitted_image_formats.split(',').map(|x| x.trim().to_string()).collect()
     });
-    let deep = !ir.disable_deep_image_inspection.unwrap_or(s.config.disable_deep_image_inspection);
+    let deep =
+        !ir.disable_deep_image_inspection.unwrap_or(s.config.image.disable_deep_image_inspection);
     FormatPolicy { disk_format: info.disk_format.clone(), permitted, deep_inspection: deep }
 }
 
@@ -374,7 +377,7 @@ pub async fn run(
         device: device.clone(),
         base: 0,
         limit: (disk_bytes > 0).then_some(disk_bytes),
-        readback: info.verify_readback || s.config.image_verify_readback,
+        readback: info.verify_readback || s.config.image.image_verify_readback,
         before_readback: None,
     };
     if info.partition {

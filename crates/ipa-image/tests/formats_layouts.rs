@@ -117,7 +117,8 @@ async fn qcow2_not_in_permitted_formats_is_refused() {
     let srv = Server::start().await;
     let url = srv.add("/x", q.clone(), Mode::Normal);
     let agent =
-        Agent::with_config(2 * MIB as u64, |c| c.permitted_image_formats = "raw".into()).await;
+        Agent::with_config(2 * MIB as u64, |c| c.image.permitted_image_formats = "raw".into())
+            .await;
     let i =
         json!({"id": "np", "urls": [url], "os_hash_algo": "sha256", "os_hash_value": sha256(&q)});
     let err = write(&agent, json!({"image_info": i})).await.unwrap_err();

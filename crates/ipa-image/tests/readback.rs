@@ -76,7 +76,8 @@ async fn readback_follows_the_config_option_and_is_off_by_default() {
     for on in [true, false] {
         let srv = Server::start().await;
         let url = srv.add("/disk.img", img.clone(), Mode::Normal);
-        let agent = Agent::with_config(4 * MIB as u64, |c| c.image_verify_readback = on).await;
+        let agent =
+            Agent::with_config(4 * MIB as u64, |c| c.image.image_verify_readback = on).await;
         let (res, events) = write_collect(&agent, info(&url, &img)).await;
         res.unwrap();
         assert_eq!(readback_event(&events).is_some(), on, "config image_verify_readback={on}");

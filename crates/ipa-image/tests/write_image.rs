@@ -103,7 +103,7 @@ async fn client_error_is_fatal_without_failover() {
 async fn md5_checksum_refused_when_disabled() {
     let srv = Server::start().await;
     let url = srv.add("/x.img", vec![1; 1024], Mode::Normal);
-    let agent = Agent::with_config(MIB as u64, |c| c.md5_enabled = false).await;
+    let agent = Agent::with_config(MIB as u64, |c| c.image.md5_enabled = false).await;
     let i = json!({"id": "x", "urls": [url], "checksum": "0123456789abcdef0123456789abcdef"});
     let err = agent.pipeline.validate(&params(json!({"image_info": i}))).unwrap_err();
     assert_eq!(err.kind(), "InvalidCommandParamsError");

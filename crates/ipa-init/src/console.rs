@@ -12,10 +12,10 @@ pub fn uptime() -> f64 {
     {
         return v;
     }
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes one timespec into the valid, exclusively borrowed `ts`.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    if rc == 0 { ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9 } else { 0.0 }
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+        Ok(ts) => ts.tv_sec() as f64 + ts.tv_nsec() as f64 / 1e9,
+        Err(_) => 0.0,
+    }
 }
 
 /// Format one console line (with the trailing newline).

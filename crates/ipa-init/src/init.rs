@@ -114,8 +114,7 @@ fn emergency_loop(set: &SigSet) -> ! {
 }
 
 fn boot(set: &SigSet) -> Result<Never, crate::Error> {
-    // SAFETY: umask only changes this process's file-mode creation mask.
-    unsafe { libc::umask(0o022) };
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let _ = std::env::set_current_dir("/");
     say!("ipa-init {} starting as PID 1", env!("CARGO_PKG_VERSION"));
 

@@ -11,7 +11,6 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::cmdline::{ModulePlan, module_name};
@@ -408,17 +407,16 @@ impl ModuleLoader for FinitModuleLoader {
         let params = CString::new(params)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in parameters"))?;
         let compressed = is_compressed(path);
-        let flags = if compressed { MODULE_INIT_COMPRESSED_FILE } else { 0 };
-        // SAFETY: finit_module(fd, const char *params, int flags): the fd is open for the
-        // duration of the call and `params` is a NUL-terminated string that outlives it.
-        let rc = unsafe {
-            libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), flags)
+        let flags = if compressed {
+            nix::kmod::ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE as _)
+        } else {
+            nix::kmod::ModuleInitFlags::empty()
         };
-        if rc == 0 {
-            return Ok(LoadOutcome::Loaded);
-        }
-        let err = io::Error::last_os_error();
-        let errno = err.raw_os_error().unwrap_or(0);
+        let errno = match nix::kmod::finit_module(&file, &params, flags) {
+            Ok(()) => return Ok(LoadOutcome::Loaded),
+            Err(e) => e as i32,
+        };
+        let err = io::Error::from_raw_os_error(errno);
         if errno == libc::EEXIST {
             return Ok(LoadOutcome::AlreadyLoaded);
         }
@@ -426,24 +424,11 @@ impl ModuleLoader for FinitModuleLoader {
             return Err(err);
         }
         let image = decompress(path)?;
-        // SAFETY: init_module(void *image, unsigned long len, const char *params): `image`
-        // is a live buffer of `len` bytes and `params` a NUL-terminated string.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_init_module,
-                image.as_ptr(),
-                image.len() as libc::c_ulong,
-                params.as_ptr(),
-            )
-        };
-        if rc == 0 {
-            return Ok(LoadOutcome::Loaded);
+        match nix::kmod::init_module(&image, &params) {
+            Ok(()) => Ok(LoadOutcome::Loaded),
+            Err(nix::errno::Errno::EEXIST) => Ok(LoadOutcome::AlreadyLoaded),
+            Err(e) => Err(io::Error::from(e)),
         }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EEXIST) {
-            return Ok(LoadOutcome::AlreadyLoaded);
-        }
-        Err(err)
     }
 }
 

@@ -66,26 +66,26 @@ pub async fn find_routable(api_urls: &[String]) -> Option<IpAddr> {
 
 /// Decide the advertise host (as an address string, without brackets).
 pub async fn advertise_host(config: &ipa_core::config::AgentConfig) -> Result<String, IronicError> {
-    if let Some(h) = config.advertise_host.as_deref().filter(|h| !h.is_empty()) {
+    if let Some(h) = config.api.advertise_host.as_deref().filter(|h| !h.is_empty()) {
         return Ok(h.trim_start_matches('[').trim_end_matches(']').to_string());
     }
-    if let Some(iface) = config.network_interface.as_deref().filter(|i| !i.is_empty()) {
+    if let Some(iface) = config.api.network_interface.as_deref().filter(|i| !i.is_empty()) {
         return interface_ipv4(iface).map(|ip| ip.to_string()).ok_or_else(|| {
             IronicError::AdvertiseAddress(format!("interface {iface} has no IPv4 address"))
         });
     }
-    let urls = config.api_urls();
+    let urls = config.ironic.api_urls();
     if urls.is_empty() {
         return Err(IronicError::AdvertiseAddress("no Ironic API URL to route to".into()));
     }
-    let attempts = config.ip_lookup_attempts.max(1);
+    let attempts = config.api.ip_lookup_attempts.max(1);
     for round in 1..=attempts {
         if let Some(ip) = find_routable(&urls).await {
             tracing::info!(address = %ip, "advertise address found by routing to Ironic");
             return Ok(ip.to_string());
         }
         if round < attempts {
-            tokio::time::sleep(Duration::from_secs(config.ip_lookup_sleep)).await;
+            tokio::time::sleep(Duration::from_secs(config.api.ip_lookup_sleep)).await;
         }
     }
     Err(IronicError::AdvertiseAddress(format!(
@@ -128,18 +128,19 @@ mod tests {
 
     #[tokio::test]
     async fn advertise_host_precedence() {
-        let mut c =
-            AgentConfig { api_url: Some("http://127.0.0.1:6385".into()), ..Default::default() };
+        let mut c = AgentConfig::default();
+        c.ironic.api_url = Some("http://127.0.0.1:6385".into());
         assert_eq!(advertise_host(&c).await.unwrap(), "127.0.0.1");
-        c.api_url = Some("http://[::1]:6385".into());
+        c.ironic.api_url = Some("http://[::1]:6385".into());
         if route_source("::1".parse().unwrap()).is_ok() {
             assert_eq!(advertise_host(&c).await.unwrap(), "::1");
         }
-        c.network_interface = Some("lo".into());
+        c.api.network_interface = Some("lo".into());
         assert_eq!(advertise_host(&c).await.unwrap(), "127.0.0.1");
-        c.advertise_host = Some("[fd00::5]".into());
+        c.api.advertise_host = Some("[fd00::5]".into());
         assert_eq!(advertise_host(&c).await.unwrap(), "fd00::5");
-        let none = AgentConfig { ip_lookup_attempts: 1, ..Default::default() };
+        let mut none = AgentConfig::default();
+        none.api.ip_lookup_attempts = 1;
         assert!(matches!(advertise_host(&none).await, Err(IronicError::AdvertiseAddress(_))));
     }
 }

@@ -96,17 +96,17 @@ impl ClientOptions {
     /// From the agent configuration.
     pub fn from_config(c: &ipa_core::config::AgentConfig) -> Self {
         Self {
-            urls: c.api_urls(),
+            urls: c.ironic.api_urls(),
             tls: TlsOptions {
-                cafile: c.cafile.clone(),
-                certfile: c.certfile.clone(),
-                keyfile: c.keyfile.clone(),
-                insecure: c.insecure,
+                cafile: c.http.cafile.clone(),
+                certfile: c.http.certfile.clone(),
+                keyfile: c.http.keyfile.clone(),
+                insecure: c.http.insecure,
                 min_version: None,
             },
-            timeout: Duration::from_secs(c.http_request_timeout.max(1)),
-            global_request_id: c.global_request_id.clone(),
-            api_version: c.ironic_api_version.clone(),
+            timeout: Duration::from_secs(c.ironic.http_request_timeout.max(1)),
+            global_request_id: c.ironic.global_request_id.clone(),
+            api_version: c.ironic.ironic_api_version.clone(),
         }
     }
 }

@@ -43,12 +43,18 @@ pub fn payload(config: &AgentConfig, hw: &HardwareManagers, inventory: &Inventor
         .and_then(|d| serde_json::to_value(d).ok())
         .unwrap_or(Value::Null);
     let boot_interface = config
+        .agent
         .bootif
         .as_deref()
         .and_then(bootif_mac)
         .or_else(|| inventory.boot.pxe_interface.clone());
-    let collectors: Vec<&str> =
-        config.inspection_collectors.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let collectors: Vec<&str> = config
+        .inspection
+        .inspection_collectors
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     let managers: Vec<Value> = hw
         .ranked()
         .iter()
@@ -69,6 +75,7 @@ pub fn payload(config: &AgentConfig, hw: &HardwareManagers, inventory: &Inventor
 /// Where to POST: the comma-separated `inspection_callback_url` entries.
 pub fn callback_urls(config: &AgentConfig) -> Vec<String> {
     config
+        .inspection
         .inspection_callback_url
         .as_deref()
         .unwrap_or("")
@@ -155,10 +162,9 @@ mod tests {
 
     #[test]
     fn callback_urls_split() {
-        let c = AgentConfig {
-            inspection_callback_url: Some("http://a/v1/continue_inspection, mdns,".into()),
-            ..Default::default()
-        };
+        let mut c = AgentConfig::default();
+        c.inspection.inspection_callback_url =
+            Some("http://a/v1/continue_inspection, mdns,".into());
         assert_eq!(callback_urls(&c), ["http://a/v1/continue_inspection"]);
     }
 }

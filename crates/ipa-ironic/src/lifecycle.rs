@@ -46,7 +46,8 @@ impl Lifecycle {
     /// Whether the configuration asks for any Ironic interaction.
     pub fn applies(services: &AgentServices) -> bool {
         let c = &services.config;
-        !c.standalone && (!c.api_urls().is_empty() || c.inspection_callback_url.is_some())
+        !c.ironic.standalone
+            && (!c.ironic.api_urls().is_empty() || c.inspection.inspection_callback_url.is_some())
     }
 
     /// Inspect, look up, decide TLS and the callback URL. `static_tls` is the operator's
@@ -73,8 +74,8 @@ impl Lifecycle {
         let client = Arc::new(IronicClient::new(opts.clone())?);
 
         let mut node_uuid = None;
-        if config.inspection_callback_url.is_some() {
-            let logs = if collector_selected(&config.inspection_collectors, "logs") {
+        if config.inspection.inspection_callback_url.is_some() {
+            let logs = if collector_selected(&config.inspection.inspection_collectors, "logs") {
                 let ext = ipa_core::extensions::LogExtension::new(services.clone(), hw.clone());
                 match ext.archive_base64().await {
                     Ok(b64) => Some(b64),
@@ -104,8 +105,8 @@ impl Lifecycle {
                 .lookup(
                     &macs,
                     node_uuid.as_deref(),
-                    Duration::from_secs(config.lookup_timeout),
-                    Duration::from_secs(config.lookup_interval.max(1)),
+                    Duration::from_secs(config.ironic.lookup_timeout),
+                    Duration::from_secs(config.ironic.lookup_interval.max(1)),
                 )
                 .await?;
             let outcome = process_lookup_data(services, &content)?;
@@ -145,8 +146,8 @@ impl Lifecycle {
         }
 
         let Some(client) = me.client.clone() else { return Ok(me) };
-        let mut protocol = config.advertise_protocol.clone();
-        if static_tls.is_none() && config.enable_auto_tls && !config.listen_tls {
+        let mut protocol = config.api.advertise_protocol.clone();
+        if static_tls.is_none() && config.api.enable_auto_tls && !config.api.listen_tls {
             let version = client.api_version().await;
             if version >= ApiVersion::HEARTBEAT {
                 let host = advertise_host(&config).await?;
@@ -155,8 +156,8 @@ impl Lifecycle {
                     .unwrap_or_else(|_| "ipa-agent".into());
                 let cert = autotls::generate(
                     &host,
-                    &config.tls_certificate_curve,
-                    config.auto_tls_allowed_clock_skew,
+                    &config.api.tls_certificate_curve,
+                    config.api.auto_tls_allowed_clock_skew,
                     &cn,
                 )?;
                 let dir = services.mode.os_path(AUTO_TLS_DIR);
@@ -169,21 +170,21 @@ impl Lifecycle {
                     key_pem: cert.key_pem.clone(),
                     min_version: settings
                         .tls_min_version
-                        .unwrap_or_else(|| config.tls_min_version.clone()),
+                        .unwrap_or_else(|| config.api.tls_min_version.clone()),
                     cipher_suites: settings
                         .tls_cipher_suites
-                        .or_else(|| config.tls_cipher_suites.clone()),
+                        .or_else(|| config.api.tls_cipher_suites.clone()),
                 });
                 me.verify_ca = Some(cert.cert_pem);
                 protocol = "https".into();
                 tracing::info!(advertise = %host, "auto-TLS certificate generated");
-                me.callback_url = Some(callback_url(&protocol, &host, config.advertise_port));
+                me.callback_url = Some(callback_url(&protocol, &host, config.api.advertise_port));
                 return Ok(me);
             }
             tracing::info!(%version, "Ironic API below 1.68: auto-TLS not used");
         }
         let host = advertise_host(&config).await?;
-        me.callback_url = Some(callback_url(&protocol, &host, config.advertise_port));
+        me.callback_url = Some(callback_url(&protocol, &host, config.api.advertise_port));
         Ok(me)
     }
 

@@ -131,7 +131,7 @@ impl Harness {
                 services.token.clone(),
                 services.status.clone(),
             )
-            .with_history_size(services.config.command_history_size),
+            .with_history_size(services.config.agent.command_history_size),
         );
         Self {
             dispatcher,

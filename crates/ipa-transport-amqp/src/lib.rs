@@ -21,15 +21,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use figment::Figment;
 use futures_util::StreamExt;
-use ipa_core::config::{AgentConfig, ConfigError};
+use ipa_core::config::{AgentConfig, ConfigError, LinkSection};
 use ipa_core::dispatcher::SharedDispatcher;
 use ipa_core::events::AgentEvent;
 use ipa_core::registry::TransportDescriptor;
 use ipa_core::transport::{Transport, TransportContext, TransportError, TransportFuture};
 use ipa_envelope::link::{LinkStateCell, ReadyOnce, heartbeat_interval, next_event};
-use ipa_envelope::{
-    DEFAULT_MAX_MESSAGE_BYTES, Event, LinkState, Reply, decode_request, handle_staged, too_large,
-};
+use ipa_envelope::{Event, LinkState, Reply, decode_request, handle_staged, too_large};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
     ExchangeDeclareOptions, QueueDeclareOptions,
@@ -106,21 +104,6 @@ fn default_ttl() -> u64 {
 fn default_prefetch() -> u64 {
     16
 }
-fn default_max_bytes() -> u64 {
-    DEFAULT_MAX_MESSAGE_BYTES as u64
-}
-fn default_heartbeat_ms() -> u64 {
-    10_000
-}
-fn default_reconnect_min_ms() -> u64 {
-    500
-}
-fn default_reconnect_max_ms() -> u64 {
-    30_000
-}
-fn default_ready_timeout_ms() -> u64 {
-    5000
-}
 
 /// Frame size the agent asks the broker for unless the URL names one.
 pub const DEFAULT_FRAME_MAX: u32 = 16384;
@@ -156,30 +139,10 @@ pub struct AmqpConfig {
     /// Unacked deliveries in flight (`basic.qos`).
     #[serde(default = "default_prefetch", deserialize_with = "ipa_envelope::de::u64_lenient")]
     pub prefetch: u64,
-    /// Largest accepted request; bigger ones get a 413 error reply and are rejected.
-    #[serde(default = "default_max_bytes", deserialize_with = "ipa_envelope::de::u64_lenient")]
-    pub max_message_bytes: u64,
-    /// `agent.heartbeat` event interval.
-    #[serde(default = "default_heartbeat_ms", deserialize_with = "ipa_envelope::de::u64_lenient")]
-    pub heartbeat_ms: u64,
-    /// Reconnect backoff start.
-    #[serde(
-        default = "default_reconnect_min_ms",
-        deserialize_with = "ipa_envelope::de::u64_lenient"
-    )]
-    pub reconnect_min_ms: u64,
-    /// Reconnect backoff cap.
-    #[serde(
-        default = "default_reconnect_max_ms",
-        deserialize_with = "ipa_envelope::de::u64_lenient"
-    )]
-    pub reconnect_max_ms: u64,
-    /// Report "ready" after this long even if the broker is not reachable yet.
-    #[serde(
-        default = "default_ready_timeout_ms",
-        deserialize_with = "ipa_envelope::de::u64_lenient"
-    )]
-    pub ready_timeout_ms: u64,
+    /// The shared `[link]` section (heartbeat, reconnect backoff, ready timeout, request size
+    /// limit), copied in from the agent's configuration when the transport is built.
+    #[serde(skip)]
+    pub link: LinkSection,
     #[serde(skip)]
     state: Arc<LinkStateCell>,
 }
@@ -227,11 +190,6 @@ impl AmqpConfig {
             events_exchange: default_exchange(),
             request_ttl_secs: default_ttl(),
             prefetch: default_prefetch(),
-            max_message_bytes: default_max_bytes(),
-            heartbeat_ms: default_heartbeat_ms(),
-            reconnect_min_ms: default_reconnect_min_ms(),
-            reconnect_max_ms: default_reconnect_max_ms(),
-            ready_timeout_ms: default_ready_timeout_ms(),
             ..Default::default()
         }
     }
@@ -302,12 +260,13 @@ pub async fn connect(
 
 fn from_config(
     fig: &Figment,
-    _core: &AgentConfig,
+    core: &AgentConfig,
 ) -> Result<Option<Box<dyn Transport>>, ConfigError> {
     if fig.find_value("amqp").is_err() {
         return Ok(None);
     }
-    let cfg: AmqpConfig = fig.extract_inner("amqp")?;
+    let mut cfg: AmqpConfig = fig.extract_inner("amqp")?;
+    cfg.link = core.link.clone();
     if cfg.url.is_none() {
         return Ok(None);
     }
@@ -361,12 +320,12 @@ struct Shared {
 async fn serve(cfg: AmqpConfig, mut ctx: TransportContext) -> Result<(), TransportError> {
     let shared = Shared { state: cfg.state.sender().clone(), cfg };
     let cfg = &shared.cfg;
-    let mut backoff = cfg.reconnect_min_ms.max(10);
+    let mut backoff = cfg.link.reconnect_min_ms.max(10);
     // Ready on the first connect, or "(connecting)" after the timeout.
     let ready = ReadyOnce::new(ctx.ready.clone(), "amqp");
     {
         let ready = ready.clone();
-        let wait = Duration::from_millis(cfg.ready_timeout_ms);
+        let wait = Duration::from_millis(cfg.link.ready_timeout_ms);
         let endpoint = cfg.display_endpoint();
         let stop = ctx.shutdown.clone();
         tokio::spawn(async move {
@@ -389,12 +348,12 @@ async fn serve(cfg: AmqpConfig, mut ctx: TransportContext) -> Result<(), Transpo
         match outcome {
             Ok(SessionEnd::Shutdown) => return Ok(()),
             Ok(SessionEnd::IdentityChanged) => {
-                backoff = cfg.reconnect_min_ms.max(10);
+                backoff = cfg.link.reconnect_min_ms.max(10);
                 continue;
             }
             Err(e) => {
                 if connected {
-                    backoff = cfg.reconnect_min_ms.max(10);
+                    backoff = cfg.link.reconnect_min_ms.max(10);
                 }
                 match &e {
                     AmqpError::Refused(reason) => {
@@ -413,7 +372,8 @@ async fn serve(cfg: AmqpConfig, mut ctx: TransportContext) -> Result<(), Transpo
                     _ = ctx.shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(cfg.reconnect_max_ms.max(cfg.reconnect_min_ms));
+                backoff =
+                    (backoff * 2).min(cfg.link.reconnect_max_ms.max(cfg.link.reconnect_min_ms));
             }
         }
     }
@@ -522,9 +482,9 @@ async fn session(
     let exchange = cfg.events_exchange.clone();
     publish_event(&ch, &exchange, agent_id, AgentEvent::AgentOnline { agent_id: agent_id.into() })
         .await?;
-    let mut heartbeat = heartbeat_interval(cfg.heartbeat_ms);
+    let mut heartbeat = heartbeat_interval(cfg.link.heartbeat_ms);
     heartbeat.tick().await;
-    let max = cfg.max_message_bytes as usize;
+    let max = cfg.link.max_message_bytes as usize;
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => {

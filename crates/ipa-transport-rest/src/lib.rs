@@ -120,7 +120,7 @@ impl RestTransport {
 
     /// From the agent configuration (`listen_host`, `listen_port`).
     pub fn from_agent_config(config: &AgentConfig) -> Self {
-        Self::new(config.listen_host.clone(), config.listen_port)
+        Self::new(config.api.listen_host.clone(), config.api.listen_port)
     }
 }
 

@@ -25,13 +25,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use figment::Figment;
-use ipa_core::config::{AgentConfig, ConfigError};
+use ipa_core::config::{AgentConfig, ConfigError, LinkSection};
 use ipa_core::dispatcher::SharedDispatcher;
 use ipa_core::events::AgentEvent;
 use ipa_core::registry::TransportDescriptor;
+use ipa_core::secret::Secret;
 use ipa_core::transport::{Transport, TransportContext, TransportError, TransportFuture};
 use ipa_envelope::link::{LinkStateCell, ReadyOnce, heartbeat_interval, next_event};
-use ipa_envelope::{DEFAULT_MAX_MESSAGE_BYTES, Event, LinkState, decode_request, handle};
+use ipa_envelope::{Event, LinkState, decode_request, handle};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -102,22 +103,6 @@ pub fn shared_context() -> zmq::Context {
     CTX.get_or_init(zmq::Context::new).clone()
 }
 
-fn default_heartbeat_ms() -> u64 {
-    5000
-}
-fn default_reconnect_min_ms() -> u64 {
-    100
-}
-fn default_reconnect_max_ms() -> u64 {
-    30_000
-}
-fn default_max_bytes() -> u64 {
-    DEFAULT_MAX_MESSAGE_BYTES as u64
-}
-fn default_ready_timeout_ms() -> u64 {
-    5000
-}
-
 /// The `[zmq]` configuration section; it is also the transport (its own factory).
 #[derive(Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -137,7 +122,7 @@ pub struct ZmqConfig {
     pub curve_public_key: Option<String>,
     /// This agent's secret key (Z85). Prefer `curve_secret_key_file`.
     #[serde(default)]
-    pub curve_secret_key: Option<String>,
+    pub curve_secret_key: Option<Secret>,
     /// File holding this agent's secret key. Kernel: `ipa-zmq-secret-key-file`.
     #[serde(default)]
     pub curve_secret_key_file: Option<PathBuf>,
@@ -145,30 +130,10 @@ pub struct ZmqConfig {
     /// `curve_secret_key(_file)` is set). Empty: any client knowing our public key.
     #[serde(default)]
     pub curve_allowed_clients: Option<String>,
-    /// ZMTP heartbeat and `agent.heartbeat` interval; the idle timeout is three of them.
-    #[serde(default = "default_heartbeat_ms", deserialize_with = "ipa_envelope::de::u64_lenient")]
-    pub heartbeat_ms: u64,
-    /// Reconnect backoff start.
-    #[serde(
-        default = "default_reconnect_min_ms",
-        deserialize_with = "ipa_envelope::de::u64_lenient"
-    )]
-    pub reconnect_min_ms: u64,
-    /// Reconnect backoff cap.
-    #[serde(
-        default = "default_reconnect_max_ms",
-        deserialize_with = "ipa_envelope::de::u64_lenient"
-    )]
-    pub reconnect_max_ms: u64,
-    /// Largest accepted request; bigger ones get a 413 error reply.
-    #[serde(default = "default_max_bytes", deserialize_with = "ipa_envelope::de::u64_lenient")]
-    pub max_message_bytes: u64,
-    /// Report "ready" after this long even if the controller is not reachable yet.
-    #[serde(
-        default = "default_ready_timeout_ms",
-        deserialize_with = "ipa_envelope::de::u64_lenient"
-    )]
-    pub ready_timeout_ms: u64,
+    /// The shared `[link]` section (heartbeat, reconnect backoff, ready timeout, request size
+    /// limit), copied in from the agent's configuration when the transport is built.
+    #[serde(skip)]
+    pub link: LinkSection,
     #[serde(skip)]
     state: Arc<LinkStateCell>,
 }
@@ -179,7 +144,7 @@ impl std::fmt::Debug for ZmqConfig {
             .field("endpoint", &self.endpoint)
             .field("bind", &self.bind)
             .field("curve", &(self.curve_server_key.is_some() || self.has_secret()))
-            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("heartbeat_ms", &self.link.heartbeat_ms)
             .finish_non_exhaustive()
     }
 }
@@ -187,23 +152,12 @@ impl std::fmt::Debug for ZmqConfig {
 impl ZmqConfig {
     /// Dial out to `endpoint` with defaults.
     pub fn dial(endpoint: impl Into<String>) -> Self {
-        Self { endpoint: Some(endpoint.into()), ..Self::defaults() }
+        Self { endpoint: Some(endpoint.into()), ..Self::default() }
     }
 
     /// Bind a ROUTER at `endpoint` with defaults.
     pub fn bound(endpoint: impl Into<String>) -> Self {
-        Self { bind: Some(endpoint.into()), ..Self::defaults() }
-    }
-
-    fn defaults() -> Self {
-        Self {
-            heartbeat_ms: default_heartbeat_ms(),
-            reconnect_min_ms: default_reconnect_min_ms(),
-            reconnect_max_ms: default_reconnect_max_ms(),
-            max_message_bytes: default_max_bytes(),
-            ready_timeout_ms: default_ready_timeout_ms(),
-            ..Default::default()
-        }
+        Self { bind: Some(endpoint.into()), ..Self::default() }
     }
 
     /// Watch the link state (why it is down, if it is).
@@ -217,7 +171,7 @@ impl ZmqConfig {
 
     fn secret(&self) -> Result<Option<[u8; 32]>, ZmqError> {
         if let Some(k) = &self.curve_secret_key {
-            return decode_key("curve_secret_key", k).map(Some);
+            return decode_key("curve_secret_key", k.expose()).map(Some);
         }
         if let Some(p) = &self.curve_secret_key_file {
             let text = std::fs::read_to_string(p).map_err(ZmqError::Io)?;
@@ -280,11 +234,12 @@ impl ZmqConfig {
             bind,
             routing_id: (!bind).then(|| agent_id.as_bytes().to_vec()),
             curve,
-            heartbeat_ms: ms(self.heartbeat_ms),
-            reconnect_min_ms: ms(self.reconnect_min_ms),
-            reconnect_max_ms: ms(self.reconnect_max_ms.max(self.reconnect_min_ms)),
+            heartbeat_ms: ms(self.link.heartbeat_ms),
+            reconnect_min_ms: ms(self.link.reconnect_min_ms),
+            reconnect_max_ms: ms(self.link.reconnect_max_ms.max(self.link.reconnect_min_ms)),
             // libzmq drops the connection above this hard cap; below it we answer 413.
-            max_msg_bytes: (self.max_message_bytes.saturating_mul(4)).min(i64::MAX as u64) as i64,
+            max_msg_bytes: (self.link.max_message_bytes.saturating_mul(4)).min(i64::MAX as u64)
+                as i64,
             router_mandatory: false,
         })
     }
@@ -298,12 +253,13 @@ impl ZmqConfig {
 
 fn from_config(
     fig: &Figment,
-    _core: &AgentConfig,
+    core: &AgentConfig,
 ) -> Result<Option<Box<dyn Transport>>, ConfigError> {
     if fig.find_value("zmq").is_err() {
         return Ok(None);
     }
-    let cfg: ZmqConfig = fig.extract_inner("zmq")?;
+    let mut cfg: ZmqConfig = fig.extract_inner("zmq")?;
+    cfg.link = core.link.clone();
     if cfg.endpoint.is_none() && cfg.bind.is_none() {
         return Ok(None);
     }
@@ -324,7 +280,7 @@ ipa_core::inventory::submit! {
             ("ipa-zmq-public-key", "zmq.curve_public_key"),
             ("ipa-zmq-secret-key-file", "zmq.curve_secret_key_file"),
             ("ipa-zmq-allowed-clients", "zmq.curve_allowed_clients"),
-            ("ipa-zmq-heartbeat-ms", "zmq.heartbeat_ms"),
+            ("ipa-zmq-heartbeat-ms", "link.heartbeat_ms"),
         ],
         from_config,
     }
@@ -389,11 +345,11 @@ async fn serve(
 ) -> Result<(), TransportError> {
     let bound = cfg.bind.is_some();
     let state = cfg.state.sender().clone();
-    let max = cfg.max_message_bytes as usize;
+    let max = cfg.link.max_message_bytes as usize;
     let mut events = ctx.dispatcher.subscribe();
     let mut peers = Peers::default();
-    let mut heartbeat = heartbeat_interval(cfg.heartbeat_ms);
-    let ready_deadline = tokio::time::sleep(Duration::from_millis(cfg.ready_timeout_ms));
+    let mut heartbeat = heartbeat_interval(cfg.link.heartbeat_ms);
+    let ready_deadline = tokio::time::sleep(Duration::from_millis(cfg.link.ready_timeout_ms));
     tokio::pin!(ready_deadline);
     let ready = ReadyOnce::new(ctx.ready.clone(), "zmq");
     if bound {
@@ -517,11 +473,18 @@ mod tests {
     fn config_from_figment_and_kernel_strings() {
         use figment::providers::Serialized;
         let fig = Figment::from(Serialized::defaults(serde_json::json!({
-            "zmq": {"endpoint": "tcp://127.0.0.1:5555", "heartbeat_ms": "250"}
+            "zmq": {"endpoint": "tcp://127.0.0.1:5555"}
         })));
         let cfg: ZmqConfig = fig.extract_inner("zmq").unwrap();
-        assert_eq!(cfg.heartbeat_ms, 250);
-        assert_eq!(cfg.reconnect_max_ms, 30_000);
+        assert_eq!(cfg.link, LinkSection::default(), "[link] is copied in by from_config");
+        assert_eq!(cfg.link.reconnect_max_ms, 30_000);
+        let legacy = Figment::from(Serialized::defaults(serde_json::json!({
+            "zmq": {"endpoint": "tcp://127.0.0.1:5555", "heartbeat_ms": 250}
+        })));
+        assert!(
+            legacy.extract_inner::<ZmqConfig>("zmq").is_err(),
+            "heartbeat_ms is a [link] key; only the loader maps the old [zmq] name to it"
+        );
         let spec = cfg.socket_spec("node-1").unwrap();
         assert_eq!(spec.routing_id.as_deref(), Some(b"node-1".as_slice()));
         assert!(!spec.router);
@@ -542,7 +505,8 @@ mod tests {
     #[test]
     fn secrets_do_not_show_in_debug() {
         let (_, s) = generate_keypair().unwrap();
-        let cfg = ZmqConfig { curve_secret_key: Some(s.clone()), ..ZmqConfig::bound("tcp://*:1") };
+        let cfg =
+            ZmqConfig { curve_secret_key: Some(s.clone().into()), ..ZmqConfig::bound("tcp://*:1") };
         assert!(!format!("{cfg:?}").contains(&s));
     }
 }

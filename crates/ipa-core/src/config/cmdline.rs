@@ -3,6 +3,7 @@
 //! `/proc/cmdline` is split on whitespace into `key=value` pairs. `ipa-<name>` maps to the option
 //! `<name>` with dashes turned into underscores (plus a few historical exceptions and plugin
 //! aliases such as `ipa-amqp-url` → `amqp.url`); `BOOTIF` and `boot_method` are taken as is.
+//! Core options come out under their flat IPA name; the loader moves them into their section.
 //! Values are typed from the option's default (bools accept `1/0/true/false/...`). Unknown `ipa-*`
 //! parameters are logged once and ignored.
 
@@ -73,12 +74,10 @@ impl KernelCmdline {
         Self { source: "<string>".into(), params: parse_cmdline(text), aliases: aliases.to_vec() }
     }
 
-    /// Map a parameter name to a dotted option key, or `None` if it is not ours.
-    fn key_for(
-        &self,
-        param: &str,
-        core_keys: &std::collections::BTreeSet<String>,
-    ) -> Option<String> {
+    /// Map a parameter name to an option key (a flat IPA name, or a plugin's dotted key), or
+    /// `None` if it is not ours. IPA options this agent does not implement are recognised (the
+    /// loader reports them) rather than warned about as unknown.
+    fn key_for(&self, param: &str) -> Option<String> {
         if let Some((_, k)) = PLAIN.iter().find(|(p, _)| *p == param) {
             return Some((*k).to_string());
         }
@@ -89,15 +88,16 @@ impl KernelCmdline {
             return Some((*k).to_string());
         }
         let name = param.strip_prefix("ipa-")?.replace('-', "_");
-        core_keys.contains(&name).then_some(name)
+        let known = AgentConfig::option_names().contains_key(&name)
+            || super::NOT_IMPLEMENTED.contains(&name.as_str());
+        known.then_some(name)
     }
 
     /// The parsed `(option key, raw value)` pairs this provider contributes.
     pub fn options(&self) -> Vec<(String, String)> {
-        let core_keys = AgentConfig::keys();
         let mut out = Vec::new();
         for (k, v) in &self.params {
-            match self.key_for(k, &core_keys) {
+            match self.key_for(k) {
                 Some(key) => out.push((key, v.clone())),
                 None if k.starts_with("ipa-") => {
                     let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
@@ -153,14 +153,14 @@ impl Provider for KernelCmdline {
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, Error> {
-        let defaults = serde_json::to_value(AgentConfig::default()).unwrap_or_default();
+        let defaults = AgentConfig::flat_defaults();
         let mut root: BTreeMap<String, Value> = BTreeMap::new();
         for (key, raw) in self.options() {
             let mut parts: Vec<&str> = key.split('.').collect();
             let leaf = parts.pop().unwrap_or_default().to_string();
-            let template = if parts.is_empty() { defaults.get(&leaf) } else { None };
             let value = if parts.is_empty() {
-                typed(&raw, template)
+                // A flat IPA name; the loader moves it into its section.
+                typed(&raw, defaults.get(&leaf))
             } else {
                 // Plugin options: let figment's own string parsing type them (1 → number,
                 // true → bool); plugins use the lenient deserializers for flags.
@@ -209,12 +209,8 @@ mod tests {
 
     #[test]
     fn numeric_looking_token_stays_a_string() {
-        let fig = figment::Figment::from(figment::providers::Serialized::defaults(
-            AgentConfig::default(),
-        ))
-        .merge(KernelCmdline::from_str("ipa-agent-token=12345678901234567890", &[]));
-        let c: AgentConfig = fig.extract().unwrap();
-        assert_eq!(c.agent_token.as_ref().map(|t| t.expose()), Some("12345678901234567890"));
+        let c = extract(KernelCmdline::from_str("ipa-agent-token=12345678901234567890", &[]));
+        assert_eq!(c.ironic.agent_token.as_ref().map(|t| t.expose()), Some("12345678901234567890"));
     }
 
     /// Every kernel parameter Ironic (PXE, iPXE, inspection, virtual media) and Metal3 set, and
@@ -245,16 +241,22 @@ mod tests {
         let mapped_ipa =
             opts.iter().filter(|(k, _)| !matches!(k.as_str(), "bootif" | "boot_method")).count();
         assert_eq!(mapped_ipa, ipa_params, "some ipa-* parameter was not recognised: {opts:?}");
-        let fig = figment::Figment::from(figment::providers::Serialized::defaults(
-            AgentConfig::default(),
-        ))
-        .merge(k);
-        let c: AgentConfig = fig.extract().unwrap();
-        assert!(c.debug && c.insecure && c.collect_lldp);
-        assert_eq!(c.listen_port, 9998);
-        assert_eq!(c.lookup_timeout, 601);
-        assert_eq!(c.ip_lookup_sleep, 11);
-        assert_eq!(c.global_request_id.as_deref(), Some("req-1"));
-        assert_eq!(c.advertise_protocol, "https");
+        let c = extract(k);
+        assert!(c.agent.debug && c.http.insecure && c.inspection.collect_lldp);
+        assert_eq!(c.api.listen_port, 9998);
+        assert_eq!(c.ironic.lookup_timeout, 601);
+        assert_eq!(c.api.ip_lookup_sleep, 11);
+        assert_eq!(c.ironic.global_request_id.as_deref(), Some("req-1"));
+        assert_eq!(c.api.advertise_protocol, "https");
+        assert_eq!(c.agent.disk_wait_delay, 4);
+        assert_eq!(c.image.image_download_connection_retry_interval, 12);
+        assert_eq!(c.agent.bootif.as_deref(), Some("01-52-54-00-12-34-56"));
+    }
+
+    fn extract(k: KernelCmdline) -> AgentConfig {
+        figment::Figment::from(figment::providers::Serialized::defaults(AgentConfig::default()))
+            .merge(super::super::Sectioned(k))
+            .extract()
+            .unwrap()
     }
 }

@@ -1,9 +1,11 @@
-//! Configuration: IPA's option names (spec `ipa-agent.md` §4.10) in one typed struct, layered
-//! with figment:
+//! Configuration: IPA's option names (spec `ipa-agent.md` §4.10) in typed sections
+//! ([`AgentConfig`]: `[agent]`, `[ironic]`, `[api]`, `[http]`, `[image]`, `[inspection]`,
+//! `[link]`), layered with figment:
 //!
 //! 1. defaults ([`AgentConfig::default`]);
-//! 2. a TOML file (`--config FILE`); **unknown keys are errors**;
-//! 3. environment variables `IPA_<KEY>` (nested plugin sections: `IPA_AMQP__URL`);
+//! 2. a TOML file (`--config FILE`), flat IPA names or sections; **unknown keys are errors**;
+//! 3. environment variables `IPA_<KEY>` (`IPA_LISTEN_PORT`, or sectioned `IPA_API__LISTEN_PORT`;
+//!    plugin sections: `IPA_AMQP__URL`);
 //! 4. the kernel command line (`ipa-*` parameters and `BOOTIF`, [`KernelCmdline`]);
 //! 5. command-line flags of the binary.
 //!
@@ -13,17 +15,22 @@
 //! Every option is documented in `docs/configuration.md` (a test keeps the two in sync).
 
 mod cmdline;
+mod sections;
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::secret::Secret;
-
 pub use cmdline::{KernelCmdline, parse_cmdline};
+pub use sections::{
+    AgentSection, ApiSection, HttpSection, ImageSection, InspectionSection, IronicSection,
+    LinkSection,
+};
 
 /// oslo's strict boolean parsing: `1/t/true/on/y/yes` and `0/f/false/off/n/no`, any case.
 pub fn parse_bool(s: &str) -> Option<bool> {
@@ -84,7 +91,7 @@ pub fn lenient_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Stri
 
 macro_rules! defaults {
     ($($name:ident : $ty:ty = $val:expr;)*) => {
-        $(fn $name() -> $ty { $val })*
+        $(pub(crate) fn $name() -> $ty { $val })*
     };
 }
 
@@ -105,7 +112,6 @@ defaults! {
     d_disk_wait_attempts: u32 = 10;
     d_disk_wait_delay: u64 = 3;
     d_collectors: String = "default,logs".into();
-    d_dhcp_wait: u64 = 60;
     d_lldp_timeout: f64 = 30.0;
     d_dl_timeout: u64 = 60;
     d_dl_retries: u32 = 9;
@@ -114,240 +120,114 @@ defaults! {
     d_formats: String = "raw,gpt,qcow2".into();
     d_log_format: String = "text".into();
     d_cmdline: PathBuf = "/proc/cmdline".into();
+    d_link_heartbeat: u64 = 5000;
+    d_link_reconnect_min: u64 = 100;
+    d_link_reconnect_max: u64 = 30_000;
+    d_link_ready: u64 = 5000;
+    d_link_max_bytes: u64 = 1024 * 1024;
 }
 
-/// The agent's core options. Field names are IPA's option names; the kernel parameter is
-/// `ipa-<name with dashes>` unless noted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The agent's core options, in typed sections. Field names are IPA's option names, so every
+/// option has a flat name (`listen_port`, kernel parameter `ipa-listen-port`, env
+/// `IPA_LISTEN_PORT`) and a sectioned one (`api.listen_port`, `[api] listen_port`,
+/// `IPA_API__LISTEN_PORT`); [`load`] moves flat names into their section. Each section refuses
+/// unknown keys.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentConfig {
-    // ---- Ironic API -----------------------------------------------------------------------
-    /// Ironic API URL(s), comma separated, or `mdns`. Unset: no lookup, no heartbeat.
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub api_url: Option<String>,
-    /// Sent as `X-OpenStack-Request-ID` to Ironic.
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub global_request_id: Option<String>,
-    /// Ironic API microversion to assume instead of discovering it.
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub ironic_api_version: Option<String>,
-    /// Pre-shared agent token (virtual media boots: `ipa-agent-token`). Never printed.
-    #[serde(default, deserialize_with = "crate::secret::lenient_opt_secret")]
-    pub agent_token: Option<Secret>,
-    /// Run without Ironic: no lookup/heartbeat; the token comes from configuration.
-    #[serde(default, deserialize_with = "lenient_bool")]
-    pub standalone: bool,
-    /// Seconds to retry lookup before giving up.
-    #[serde(default = "d_lookup_timeout")]
-    pub lookup_timeout: u64,
-    /// Minimum seconds between lookup attempts (random exponential backoff up to 60 s).
-    #[serde(default = "d_lookup_interval")]
-    pub lookup_interval: u64,
-    /// Command results kept in the history (`GET /v1/commands/`): the last this many, plus
-    /// the one still running. IPA keeps every result for the life of the process; Ironic only
-    /// reads the latest ones. Not an IPA option.
-    #[serde(default = "d_history")]
-    pub command_history_size: usize,
-    /// Timeout for each request to Ironic and to the inspection endpoint.
-    #[serde(default = "d_http_timeout")]
-    pub http_request_timeout: u64,
-    /// Skip TLS verification of Ironic and image servers.
-    #[serde(default, deserialize_with = "lenient_bool")]
-    pub insecure: bool,
-    /// CA bundle for outbound TLS.
+    /// `[agent]`: runtime, sandbox, boot environment, hardware start-up.
     #[serde(default)]
-    pub cafile: Option<PathBuf>,
-    /// Client certificate for outbound TLS.
+    pub agent: AgentSection,
+    /// `[ironic]`: lookup, heartbeat, token.
     #[serde(default)]
-    pub certfile: Option<PathBuf>,
-    /// Client key for outbound TLS.
+    pub ironic: IronicSection,
+    /// `[api]`: the REST server, its TLS and the advertised callback URL.
     #[serde(default)]
-    pub keyfile: Option<PathBuf>,
-
-    // ---- API server -----------------------------------------------------------------------
-    /// Address the API listens on.
-    #[serde(default = "d_listen_host")]
-    pub listen_host: String,
-    /// Port the API listens on.
-    #[serde(default = "d_port")]
-    pub listen_port: u16,
-    /// Host advertised in `callback_url` (default: found by routing to Ironic).
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub advertise_host: Option<String>,
-    /// Port advertised in `callback_url`.
-    #[serde(default = "d_port")]
-    pub advertise_port: u16,
-    /// `http` or `https` in `callback_url` (auto-TLS switches it to `https`).
-    #[serde(default = "d_http")]
-    pub advertise_protocol: String,
-    /// Interface whose IPv4 address is advertised.
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub network_interface: Option<String>,
-    /// Rounds of `ip route get` to find the advertise address.
-    #[serde(default = "d_ip_attempts")]
-    pub ip_lookup_attempts: u32,
-    /// Seconds between those rounds (kernel parameter `ipa-ip-lookup-timeout`).
-    #[serde(default = "d_ip_sleep")]
-    pub ip_lookup_sleep: u64,
-    /// Serve static TLS from `tls_cert_file`/`tls_key_file` (disables auto-TLS).
-    #[serde(default, deserialize_with = "lenient_bool")]
-    pub listen_tls: bool,
-    /// Static server certificate (PEM).
+    pub api: ApiSection,
+    /// `[http]`: outbound TLS.
     #[serde(default)]
-    pub tls_cert_file: Option<PathBuf>,
-    /// Static server key (PEM).
+    pub http: HttpSection,
+    /// `[image]`: image downloads, formats, bootloader policy.
     #[serde(default)]
-    pub tls_key_file: Option<PathBuf>,
-    /// Generate a self-signed certificate when Ironic supports it (API ≥ 1.68).
-    #[serde(default = "d_true", deserialize_with = "lenient_bool")]
-    pub enable_auto_tls: bool,
-    /// Seconds the auto-TLS certificate's notBefore is backdated.
-    #[serde(default = "d_clock_skew")]
-    pub auto_tls_allowed_clock_skew: u64,
-    /// Minimum TLS version served: `1.2` (1.2–1.3) or `1.3`.
-    #[serde(default = "d_tls_min")]
-    pub tls_min_version: String,
-    /// OpenSSL-style TLS 1.2 cipher list.
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub tls_cipher_suites: Option<String>,
-    /// Curve of the auto-TLS key: `p256`, `p384` or `p521`.
-    #[serde(default = "d_curve")]
-    pub tls_certificate_curve: String,
-
-    // ---- hardware, disks, inspection -----------------------------------------------------
-    /// Seconds to sleep after hardware managers initialise.
+    pub image: ImageSection,
+    /// `[inspection]`: inspection callback and collectors.
     #[serde(default)]
-    pub hardware_initialization_delay: u64,
-    /// Attempts to find the install disk at start.
-    #[serde(default = "d_disk_wait_attempts")]
-    pub disk_wait_attempts: u32,
-    /// Seconds between those attempts.
-    #[serde(default = "d_disk_wait_delay")]
-    pub disk_wait_delay: u64,
-    /// Where to POST inspection data (`…/v1/continue_inspection`), or `mdns`.
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub inspection_callback_url: Option<String>,
-    /// Comma-separated inspection collectors.
-    #[serde(default = "d_collectors")]
-    pub inspection_collectors: String,
-    /// Seconds to wait for DHCP before inspection.
-    #[serde(default = "d_dhcp_wait")]
-    pub inspection_dhcp_wait_timeout: u64,
-    /// Wait for DHCP on all interfaces, not only the PXE one.
-    #[serde(default, deserialize_with = "lenient_bool")]
-    pub inspection_dhcp_all_interfaces: bool,
-    /// Collect LLDP on every interface.
-    #[serde(default, deserialize_with = "lenient_bool")]
-    pub collect_lldp: bool,
-    /// Seconds to wait for LLDP frames.
-    #[serde(default = "d_lldp_timeout")]
-    pub lldp_timeout: f64,
-    /// Bring up VLAN interfaces: `iface.vlan`, `iface`, or `all`.
+    pub inspection: InspectionSection,
+    /// `[link]`: settings the broker transports share.
     #[serde(default)]
-    pub enable_vlan_interfaces: String,
-    /// Refuse to wipe disks holding GPFS/VMFS/GFS2 data.
-    #[serde(default = "d_true", deserialize_with = "lenient_bool")]
-    pub guard_special_filesystems: bool,
-    /// NTP server for clock sync.
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub ntp_server: Option<String>,
-    /// Fail if the clock cannot be synced.
-    #[serde(default, deserialize_with = "lenient_bool")]
-    pub fail_if_clock_not_set: bool,
-
-    // ---- images ---------------------------------------------------------------------------
-    /// Connect/read timeout of image downloads, seconds.
-    #[serde(default = "d_dl_timeout")]
-    pub image_download_connection_timeout: u64,
-    /// Retries of an image download.
-    #[serde(default = "d_dl_retries")]
-    pub image_download_connection_retries: u32,
-    /// Seconds between retries.
-    #[serde(default = "d_dl_interval")]
-    pub image_download_connection_retry_interval: u64,
-    /// Upper bound of a whole download in seconds; 0 = unlimited.
-    #[serde(default)]
-    pub image_download_max_duration: u64,
-    /// `noauth` or `http_basic`.
-    #[serde(default = "d_noauth")]
-    pub image_server_auth_strategy: String,
-    /// Basic-auth user for image servers.
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub image_server_user: Option<String>,
-    /// Basic-auth password for image servers. Never printed.
-    #[serde(default, deserialize_with = "crate::secret::lenient_opt_secret")]
-    pub image_server_password: Option<Secret>,
-    /// Accept 32-character (MD5) legacy checksums.
-    #[serde(default = "d_true", deserialize_with = "lenient_bool")]
-    pub md5_enabled: bool,
-    /// Trust Ironic's `disk_format` instead of inspecting the image.
-    #[serde(default, deserialize_with = "lenient_bool")]
-    pub disable_deep_image_inspection: bool,
-    /// Comma-separated formats the agent will write.
-    #[serde(default = "d_formats")]
-    pub permitted_image_formats: String,
-    /// Re-read every written image and compare it with the bytes written (also per deploy with
-    /// `image_info["image_verify_readback"]`).
-    #[serde(default, deserialize_with = "lenient_bool")]
-    pub image_verify_readback: bool,
-    /// Allow legacy BIOS grub installation.
-    #[serde(default, deserialize_with = "lenient_bool")]
-    pub enable_bios_bootloader_install: bool,
-    /// Treat bootloader installation failures as success.
-    #[serde(default, deserialize_with = "lenient_opt_bool")]
-    pub ignore_bootloader_failure: Option<bool>,
-    /// Priority of the `inject_files` deploy step (0–99).
-    #[serde(default)]
-    pub inject_files_priority: u32,
-    /// Always rebuild the config drive as vfat.
-    #[serde(default, deserialize_with = "lenient_bool")]
-    pub config_drive_rebuild: bool,
-    /// Refuse `execute_bootc_install`.
-    #[serde(default, deserialize_with = "lenient_bool")]
-    pub disable_bootc_deploy: bool,
-
-    // ---- boot environment (kernel command line) -------------------------------------------
-    /// `BOOTIF` kernel parameter (PXE MAC, `01-aa-bb-…`).
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub bootif: Option<String>,
-    /// `boot_method` kernel parameter (`vmedia`).
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub boot_method: Option<String>,
-
-    // ---- this agent -----------------------------------------------------------------------
-    /// Debug logging (`ipa-debug`).
-    #[serde(default, deserialize_with = "lenient_bool")]
-    pub debug: bool,
-    /// `text` or `json` logs.
-    #[serde(default = "d_log_format")]
-    pub log_format: String,
-    /// Sandbox directory: disks are files under `DIR/disks`, power actions are recorded in
-    /// `DIR/power.log`, OS files are written under `DIR/root`. Default off a ramdisk.
-    #[serde(default)]
-    pub sandbox: Option<PathBuf>,
-    /// Explicit opt-in to touch real disks, bootloader and power outside a ramdisk. Never set in
-    /// tests.
-    #[serde(default, deserialize_with = "lenient_bool")]
-    pub real_hardware: bool,
-    /// Agent identity on broker transports before lookup (default: derived from the first MAC,
-    /// `mac-aabbccddeeff`; after lookup the node UUID is used).
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub agent_id: Option<String>,
-    /// Simulated machine description (TOML/JSON) for the simulated hardware manager.
-    #[serde(default)]
-    pub machine: Option<PathBuf>,
-    /// Where the kernel command line is read from (tests point this at a file).
-    #[serde(default = "d_cmdline")]
-    pub kernel_cmdline_path: PathBuf,
+    pub link: LinkSection,
+    /// IPA options that were set but that this agent does not implement ([`NOT_IMPLEMENTED`]);
+    /// filled by [`load`], logged at WARN by the binary.
+    #[serde(skip)]
+    pub not_implemented: Vec<&'static str>,
 }
 
-impl Default for AgentConfig {
-    fn default() -> Self {
-        // Deserializing an empty document applies every `#[serde(default = ...)]`.
-        serde_json::from_value(serde_json::json!({})).expect("defaults deserialize")
+/// The core sections, in the order of [`AgentConfig`]'s fields.
+pub const SECTIONS: &[&str] = &["agent", "ironic", "api", "http", "image", "inspection", "link"];
+
+/// IPA options this agent does not implement yet. They are accepted (kernel parameter, env,
+/// file) so an IPA boot configuration keeps working, have no effect, and are logged at WARN when
+/// the agent starts; they are not documented as options until they are implemented.
+pub const NOT_IMPLEMENTED: &[&str] = &[
+    "config_drive_rebuild",
+    "disable_bootc_deploy",
+    "enable_vlan_interfaces",
+    "fail_if_clock_not_set",
+    "guard_special_filesystems",
+    "inject_files_priority",
+    "inspection_dhcp_all_interfaces",
+    "inspection_dhcp_wait_timeout",
+    "ntp_server",
+];
+
+/// Former plugin-section keys that moved into `[link]`; still read, as aliases.
+const MOVED_TO_LINK: &[&str] = &[
+    "heartbeat_ms",
+    "reconnect_min_ms",
+    "reconnect_max_ms",
+    "ready_timeout_ms",
+    "max_message_bytes",
+];
+
+/// Plugin sections whose keys in [`MOVED_TO_LINK`] are aliases of `[link]`.
+const LINK_PLUGINS: &[&str] = &["amqp", "zmq"];
+
+impl AgentConfig {
+    /// Every option's flat (IPA) name → its sectioned name (`listen_port` → `api.listen_port`).
+    pub fn option_names() -> &'static BTreeMap<String, String> {
+        static NAMES: OnceLock<BTreeMap<String, String>> = OnceLock::new();
+        NAMES.get_or_init(|| {
+            let mut out = BTreeMap::new();
+            if let Ok(serde_json::Value::Object(root)) = serde_json::to_value(Self::default()) {
+                for (section, fields) in root {
+                    if let serde_json::Value::Object(fields) = fields {
+                        for field in fields.keys() {
+                            out.insert(field.clone(), format!("{section}.{field}"));
+                        }
+                    }
+                }
+            }
+            out
+        })
+    }
+
+    /// Every option's flat name → its default value (`null` when unset by default); the kernel
+    /// command line types its strings from these.
+    pub fn flat_defaults() -> &'static BTreeMap<String, serde_json::Value> {
+        static DEFAULTS: OnceLock<BTreeMap<String, serde_json::Value>> = OnceLock::new();
+        DEFAULTS.get_or_init(|| {
+            let root = serde_json::to_value(Self::default()).unwrap_or_default();
+            Self::option_names()
+                .iter()
+                .map(|(flat, dotted)| {
+                    let pointer = format!("/{}", dotted.replace('.', "/"));
+                    (flat.clone(), root.pointer(&pointer).cloned().unwrap_or_default())
+                })
+                .collect()
+        })
     }
 }
 
-impl AgentConfig {
+impl IronicSection {
     /// `api_url` split on commas, empty entries dropped.
     pub fn api_urls(&self) -> Vec<String> {
         self.api_url
@@ -359,7 +239,9 @@ impl AgentConfig {
             .map(|s| s.trim_end_matches('/').to_string())
             .collect()
     }
+}
 
+impl ImageSection {
     /// `permitted_image_formats` as a list.
     pub fn permitted_formats(&self) -> Vec<String> {
         self.permitted_image_formats
@@ -368,14 +250,66 @@ impl AgentConfig {
             .filter(|s| !s.is_empty())
             .collect()
     }
+}
 
-    /// The top-level option names (the keys a config file may use besides plugin sections).
-    pub fn keys() -> BTreeSet<String> {
-        match serde_json::to_value(AgentConfig::default()) {
-            Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
-            _ => BTreeSet::new(),
+/// A provider wrapper that moves flat option names into their sections
+/// (`listen_port` → `api.listen_port`) and the old `[amqp]`/`[zmq]` link keys into `[link]`.
+/// A key given both ways in one source is an error.
+pub(crate) struct Sectioned<P>(pub(crate) P);
+
+impl<P: Provider> Provider for Sectioned<P> {
+    fn metadata(&self) -> Metadata {
+        self.0.metadata()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut data = self.0.data()?;
+        for dict in data.values_mut() {
+            sectioned(dict)?;
+        }
+        Ok(data)
+    }
+}
+
+fn put(
+    dict: &mut Dict,
+    section: &str,
+    field: &str,
+    value: Value,
+    given_as: &str,
+) -> Result<(), figment::Error> {
+    let entry = dict.entry(section.to_string()).or_insert_with(|| Value::from(Dict::new()));
+    let Value::Dict(_, fields) = entry else {
+        return Err(format!("`{section}` must be a table of options").into());
+    };
+    if fields.contains_key(field) {
+        return Err(format!("`{section}.{field}` is set twice (also as `{given_as}`)").into());
+    }
+    fields.insert(field.to_string(), value);
+    Ok(())
+}
+
+fn sectioned(dict: &mut Dict) -> Result<(), figment::Error> {
+    let names = AgentConfig::option_names();
+    let flat: Vec<String> = dict.keys().filter(|k| names.contains_key(*k)).cloned().collect();
+    for key in flat {
+        if let (Some(value), Some((section, field))) =
+            (dict.remove(&key), names.get(&key).and_then(|d| d.split_once('.')))
+        {
+            put(dict, section, field, value, &key)?;
         }
     }
+    for plugin in LINK_PLUGINS {
+        let Some(Value::Dict(_, fields)) = dict.get_mut(*plugin) else { continue };
+        let moved: Vec<(String, Value)> = MOVED_TO_LINK
+            .iter()
+            .filter_map(|k| fields.remove(*k).map(|v| ((*k).to_string(), v)))
+            .collect();
+        for (field, value) in moved {
+            put(dict, "link", &field, value, &format!("{plugin}.{field}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Configuration problems; the binary reports them and exits non-zero.
@@ -458,33 +392,9 @@ pub struct ConfigSources {
 pub const INSPECTION_COLLECTORS: &[&str] =
     &["default", "logs", "pci-devices", "numa-topology", "dmi-decode", "usb-devices", "lldp"];
 
-/// Options accepted for compatibility with IPA's kernel parameters and files but not acted on
-/// yet; setting one to a non-default value is logged at WARN when the agent starts.
-pub const ACCEPTED_NOT_IMPLEMENTED: &[&str] = &[
-    "inspection_dhcp_wait_timeout",
-    "inspection_dhcp_all_interfaces",
-    "enable_vlan_interfaces",
-    "guard_special_filesystems",
-    "ntp_server",
-    "fail_if_clock_not_set",
-    "inject_files_priority",
-    "config_drive_rebuild",
-    "disable_bootc_deploy",
-];
-
-impl AgentConfig {
-    /// The accepted-but-not-implemented options whose value differs from the default.
-    pub fn unimplemented_options_set(&self) -> Vec<&'static str> {
-        let (me, def) = (
-            serde_json::to_value(self).unwrap_or_default(),
-            serde_json::to_value(AgentConfig::default()).unwrap_or_default(),
-        );
-        ACCEPTED_NOT_IMPLEMENTED.iter().copied().filter(|k| me.get(*k) != def.get(*k)).collect()
-    }
-}
-
 fn check_collectors(config: &AgentConfig) -> Result<(), ConfigError> {
-    for name in config.inspection_collectors.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    let collectors = &config.inspection.inspection_collectors;
+    for name in collectors.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if !INSPECTION_COLLECTORS.contains(&name) {
             return Err(ConfigError::UnknownCollector { name: name.to_string() });
         }
@@ -497,25 +407,29 @@ pub fn load(sources: &ConfigSources) -> Result<(AgentConfig, Figment), ConfigErr
     let mut figment = Figment::from(Serialized::defaults(AgentConfig::default()));
     if let Some(path) = &sources.file {
         check_file_keys(path, &sources.plugin_sections)?;
-        figment = figment.merge(Toml::file_exact(path));
+        figment = figment.merge(Sectioned(Toml::file_exact(path)));
     }
     if sources.env {
-        figment = figment.merge(Env::prefixed("IPA_").split("__").lowercase(true));
+        figment = figment.merge(Sectioned(Env::prefixed("IPA_").split("__").lowercase(true)));
     }
     // The kernel command line path itself may come from the layers above.
     let cmdline_path = match &sources.kernel_cmdline {
         Some(p) => Some(p.clone()),
-        None => figment.extract_inner::<PathBuf>("kernel_cmdline_path").ok(),
+        None => figment.extract_inner::<PathBuf>("agent.kernel_cmdline_path").ok(),
     };
     if let Some(path) = cmdline_path {
-        figment = figment.merge(KernelCmdline::from_file(&path, &sources.kernel_aliases));
+        figment =
+            figment.merge(Sectioned(KernelCmdline::from_file(&path, &sources.kernel_aliases)));
     }
     if !sources.overrides.is_empty() {
-        figment = figment
-            .merge(Serialized::defaults(serde_json::Value::Object(sources.overrides.clone())));
+        figment = figment.merge(Sectioned(Serialized::defaults(serde_json::Value::Object(
+            sources.overrides.clone(),
+        ))));
     }
-    let config: AgentConfig = figment.extract()?;
+    let mut config: AgentConfig = figment.extract()?;
     check_collectors(&config)?;
+    config.not_implemented =
+        NOT_IMPLEMENTED.iter().copied().filter(|k| figment.find_value(k).is_ok()).collect();
     Ok((config, figment))
 }
 
@@ -524,9 +438,13 @@ fn check_file_keys(path: &Path, plugin_sections: &[String]) -> Result<(), Config
         .map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
     let table: toml::Table = toml::from_str(&text)
         .map_err(|source| ConfigError::Toml { path: path.to_path_buf(), source })?;
-    let known = AgentConfig::keys();
+    let names = AgentConfig::option_names();
     for key in table.keys() {
-        if !known.contains(key) && !plugin_sections.iter().any(|s| s == key) {
+        let known = names.contains_key(key)
+            || SECTIONS.contains(&key.as_str())
+            || NOT_IMPLEMENTED.contains(&key.as_str())
+            || plugin_sections.iter().any(|s| s == key);
+        if !known {
             return Err(ConfigError::UnknownKey {
                 key: key.clone(),
                 source_name: path.display().to_string(),
@@ -554,31 +472,115 @@ mod tests {
     }
 
     #[test]
-    fn non_default_unimplemented_options_are_reported() {
-        let mut c = AgentConfig::default();
-        assert!(c.unimplemented_options_set().is_empty());
-        c.ntp_server = Some("pool.ntp.org".into());
-        c.inspection_dhcp_all_interfaces = true;
-        assert_eq!(c.unimplemented_options_set(), ["inspection_dhcp_all_interfaces", "ntp_server"]);
+    fn ipa_options_not_implemented_are_accepted_reported_and_not_options() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("a.toml", "ntp_server = \"192.0.2.1\"\n")?;
+            jail.create_file("cmdline", "ipa-guard-special-filesystems=0 ipa-debug=1\n")?;
+            jail.set_env("IPA_INJECT_FILES_PRIORITY", "40");
+            let src = ConfigSources {
+                file: Some("a.toml".into()),
+                env: true,
+                kernel_cmdline: Some("cmdline".into()),
+                ..Default::default()
+            };
+            let (c, _) = load(&src).map_err(|e| e.to_string())?;
+            assert_eq!(
+                c.not_implemented,
+                ["guard_special_filesystems", "inject_files_priority", "ntp_server"]
+            );
+            assert!(c.agent.debug);
+            for name in NOT_IMPLEMENTED {
+                assert!(!AgentConfig::option_names().contains_key(*name), "{name} is an option");
+            }
+            let (c, _) = load(&ConfigSources::default()).map_err(|e| e.to_string())?;
+            assert!(c.not_implemented.is_empty());
+            Ok(())
+        });
     }
 
     #[test]
     fn defaults_match_ipa() {
         let c = AgentConfig::default();
-        assert_eq!(c.listen_port, 9999);
-        assert_eq!(c.listen_host, "::");
-        assert_eq!(c.lookup_timeout, 600);
-        assert_eq!(c.image_download_connection_retries, 9);
-        assert!(c.md5_enabled);
-        assert!(c.enable_auto_tls);
-        assert_eq!(c.tls_certificate_curve, "p384");
-        assert_eq!(c.permitted_formats(), ["raw", "gpt", "qcow2"]);
-        assert!(!c.real_hardware);
+        assert_eq!(c.api.listen_port, 9999);
+        assert_eq!(c.api.listen_host, "::");
+        assert_eq!(c.ironic.lookup_timeout, 600);
+        assert_eq!(c.image.image_download_connection_retries, 9);
+        assert!(c.image.md5_enabled);
+        assert!(c.api.enable_auto_tls);
+        assert_eq!(c.api.tls_certificate_curve, "p384");
+        assert_eq!(c.image.permitted_formats(), ["raw", "gpt", "qcow2"]);
+        assert!(!c.agent.real_hardware);
+        assert_eq!(c.link.max_message_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn every_option_has_one_flat_name_in_one_section() {
+        let names = AgentConfig::option_names();
+        assert_eq!(names.len(), 63, "{names:?}");
+        assert_eq!(names["listen_port"], "api.listen_port");
+        assert_eq!(names["agent_token"], "ironic.agent_token");
+        assert_eq!(names["cafile"], "http.cafile");
+        assert_eq!(names["permitted_image_formats"], "image.permitted_image_formats");
+        assert_eq!(names["collect_lldp"], "inspection.collect_lldp");
+        assert_eq!(names["agent_id"], "link.agent_id");
+        for dotted in names.values() {
+            let section = dotted.split_once('.').map(|(s, _)| s).unwrap_or_default();
+            assert!(SECTIONS.contains(&section), "{dotted}");
+        }
+    }
+
+    #[test]
+    fn flat_and_sectioned_names_reach_the_same_option_in_every_layer() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "flat.toml",
+                "listen_port = 1111\nimage_verify_readback = true\n[amqp]\nheartbeat_ms = 700\n",
+            )?;
+            jail.create_file(
+                "sections.toml",
+                "[api]\nlisten_port = 1111\n[image]\nimage_verify_readback = true\n[link]\nheartbeat_ms = 700\n",
+            )?;
+            let file = |f: &str| ConfigSources {
+                file: Some(f.into()),
+                plugin_sections: vec!["amqp".into()],
+                ..Default::default()
+            };
+            let (flat, fig) = load(&file("flat.toml")).map_err(|e| e.to_string())?;
+            let (sections, _) = load(&file("sections.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(flat, sections);
+            assert_eq!(flat.api.listen_port, 1111);
+            assert!(flat.image.image_verify_readback);
+            assert_eq!(flat.link.heartbeat_ms, 700, "[amqp] heartbeat_ms is a [link] alias");
+            assert!(fig.find_value("amqp.heartbeat_ms").is_err());
+
+            jail.set_env("IPA_API__LISTEN_PORT", "2222");
+            jail.set_env("IPA_LOOKUP_TIMEOUT", "7");
+            let (c, _) = load(&ConfigSources { env: true, ..Default::default() })
+                .map_err(|e| e.to_string())?;
+            assert_eq!((c.api.listen_port, c.ironic.lookup_timeout), (2222, 7));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_section_refuses_unknown_keys_and_a_key_set_twice_is_an_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "[api]\nlisten_prot = 1\n")?;
+            let src = |f: &str| ConfigSources { file: Some(f.into()), ..Default::default() };
+            let e = format!("{:?}", load(&src("typo.toml")).unwrap_err());
+            assert!(e.contains("listen_prot"), "{e}");
+            jail.create_file("twice.toml", "listen_port = 1\n[api]\nlisten_port = 2\n")?;
+            let e = format!("{:?}", load(&src("twice.toml")).unwrap_err());
+            assert!(e.contains("api.listen_port` is set twice"), "{e}");
+            jail.create_file("misplaced.toml", "[image]\nlisten_port = 1\n")?;
+            assert!(load(&src("misplaced.toml")).is_err());
+            Ok(())
+        });
     }
 
     #[test]
     fn api_urls_split_and_trim() {
-        let c = AgentConfig {
+        let c = IronicSection {
             api_url: Some("http://a:6385/, ,https://b:6385".into()),
             ..Default::default()
         };
@@ -607,11 +609,11 @@ mod tests {
                 kernel_aliases: vec![("ipa-amqp-url".into(), "amqp.url".into())],
             };
             let (c, fig) = load(&src).map_err(|e| e.to_string())?;
-            assert_eq!(c.listen_port, 2222); // env over file
-            assert_eq!(c.advertise_port, 3333); // cmdline over env
-            assert_eq!(c.lookup_timeout, 8); // flags over everything
-            assert!(c.debug); // "1" from the cmdline is a bool
-            assert_eq!(c.bootif.as_deref(), Some("01-aa-bb-cc-dd-ee-ff"));
+            assert_eq!(c.api.listen_port, 2222); // env over file
+            assert_eq!(c.api.advertise_port, 3333); // cmdline over env
+            assert_eq!(c.ironic.lookup_timeout, 8); // flags over everything
+            assert!(c.agent.debug); // "1" from the cmdline is a bool
+            assert_eq!(c.agent.bootif.as_deref(), Some("01-aa-bb-cc-dd-ee-ff"));
             assert_eq!(fig.extract_inner::<String>("amqp.url")?, "amqp://y");
             Ok(())
         });
@@ -648,8 +650,12 @@ mod tests {
     #[test]
     fn every_option_is_documented() {
         let doc = include_str!("../../../../docs/configuration.md");
-        for key in AgentConfig::keys() {
-            assert!(doc.contains(&format!("`{key}`")), "docs/configuration.md lacks `{key}`");
+        for (flat, dotted) in AgentConfig::option_names() {
+            let row = format!("| `{flat}` | `{dotted}` |");
+            assert!(doc.contains(&row), "docs/configuration.md lacks the row {row}");
+        }
+        for name in NOT_IMPLEMENTED {
+            assert!(doc.contains(&format!("`{name}`")), "docs/configuration.md lacks `{name}`");
         }
     }
 }

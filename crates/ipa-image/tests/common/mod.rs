@@ -227,12 +227,10 @@ impl Agent {
         std::fs::create_dir_all(dir.path().join("disks")).unwrap();
         let disk = std::fs::File::create(dir.path().join("disks/sda")).unwrap();
         disk.set_len(disk_bytes).unwrap();
-        let mut cfg = AgentConfig {
-            image_download_connection_retries: 2,
-            image_download_connection_retry_interval: 0,
-            image_download_connection_timeout: 10,
-            ..Default::default()
-        };
+        let mut cfg = AgentConfig::default();
+        cfg.image.image_download_connection_retries = 2;
+        cfg.image.image_download_connection_retry_interval = 0;
+        cfg.image.image_download_connection_timeout = 10;
         f(&mut cfg);
         let runner = Arc::new(FakeRunner::default());
         let services = AgentServices::new(
