@@ -53,12 +53,6 @@ pub struct AgentSection {
     pub boot_method: Option<String>,
 }
 
-impl Default for AgentSection {
-    fn default() -> Self {
-        serde_json::from_value(serde_json::json!({})).expect("defaults deserialize")
-    }
-}
-
 /// The `[ironic]` section: how the agent finds and talks to Ironic (lookup, heartbeat, token). Read by `ipa-ironic`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,12 +81,6 @@ pub struct IronicSection {
     /// Timeout for each request to Ironic and to the inspection endpoint.
     #[serde(default = "d_http_timeout")]
     pub http_request_timeout: u64,
-}
-
-impl Default for IronicSection {
-    fn default() -> Self {
-        serde_json::from_value(serde_json::json!({})).expect("defaults deserialize")
-    }
 }
 
 /// The `[api]` section: the REST server, its TLS (static or auto-TLS) and the `callback_url` it advertises. Read by `ipa-transport-rest`, `ipa-ironic` (auto-TLS, advertise address) and the binary.
@@ -149,12 +137,6 @@ pub struct ApiSection {
     pub tls_certificate_curve: String,
 }
 
-impl Default for ApiSection {
-    fn default() -> Self {
-        serde_json::from_value(serde_json::json!({})).expect("defaults deserialize")
-    }
-}
-
 /// The `[http]` section: outbound TLS of the one HTTP client stack (`ipa-http`): Ironic, inspection, image and firmware servers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -171,12 +153,6 @@ pub struct HttpSection {
     /// Client key for outbound TLS.
     #[serde(default)]
     pub keyfile: Option<PathBuf>,
-}
-
-impl Default for HttpSection {
-    fn default() -> Self {
-        serde_json::from_value(serde_json::json!({})).expect("defaults deserialize")
-    }
 }
 
 /// The `[image]` section: downloads, formats, checksums and bootloader policy of `ipa-image` (the core validates `image_info` with it before a command is accepted).
@@ -225,12 +201,6 @@ pub struct ImageSection {
     pub ignore_bootloader_failure: Option<bool>,
 }
 
-impl Default for ImageSection {
-    fn default() -> Self {
-        serde_json::from_value(serde_json::json!({})).expect("defaults deserialize")
-    }
-}
-
 /// The `[inspection]` section: where inspection data goes and what is collected. Read by `ipa-ironic` and the generic hardware manager.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -247,12 +217,6 @@ pub struct InspectionSection {
     /// Seconds to wait for LLDP frames.
     #[serde(default = "d_lldp_timeout")]
     pub lldp_timeout: f64,
-}
-
-impl Default for InspectionSection {
-    fn default() -> Self {
-        serde_json::from_value(serde_json::json!({})).expect("defaults deserialize")
-    }
 }
 /// The `[link]` section: what the broker transports (AMQP and ZeroMQ) share — the agent's
 /// identity before lookup, the `agent.heartbeat` interval, reconnect backoff, the ready timeout
@@ -283,8 +247,24 @@ pub struct LinkSection {
     pub max_message_bytes: u64,
 }
 
-impl Default for LinkSection {
-    fn default() -> Self {
-        serde_json::from_value(serde_json::json!({})).expect("defaults deserialize")
-    }
+/// `Default` of a section: deserializing an empty table applies every `#[serde(default …)]`, so
+/// the defaults are written once, on the fields.
+macro_rules! section_defaults {
+    ($($section:ty),* $(,)?) => {
+        $(impl Default for $section {
+            fn default() -> Self {
+                serde_json::from_value(serde_json::json!({})).expect("section defaults deserialize")
+            }
+        })*
+    };
 }
+
+section_defaults!(
+    AgentSection,
+    IronicSection,
+    ApiSection,
+    HttpSection,
+    ImageSection,
+    InspectionSection,
+    LinkSection
+);
