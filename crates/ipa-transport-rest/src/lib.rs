@@ -17,10 +17,6 @@
 //! Registered as transport `rest`, always on: it listens on `listen_host:listen_port`.
 
 pub mod api;
-/// A raw wire client for this crate's and the workspace's tests (arbitrary bodies, TLS version
-/// checks); not a product client — `ipactl` and every outbound request use `ipa-http`.
-#[cfg(feature = "testing")]
-pub mod client;
 pub mod error;
 pub mod json;
 pub mod tls;
@@ -47,8 +43,6 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub use api::mask_query;
-#[cfg(feature = "testing")]
-pub use client::{ClientError, RawResponse, RestClient};
 pub use error::RestError;
 pub use tls::{server_config, tls_acceptor};
 

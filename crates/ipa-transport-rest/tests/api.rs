@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::{RawResponse, RestClient};
 use http::Method;
 use ipa_core::command::{CommandSpec, CommandStatus, Params};
 use ipa_core::error::AgentError;
 use ipa_core::extension::{CommandContext, Extension};
 use ipa_test_support::{Harness, TEST_TOKEN};
-use ipa_transport_rest::{RawResponse, RestClient, RestTransport};
+use ipa_transport_rest::RestTransport;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -6,10 +6,11 @@ mod common;
 
 use std::sync::Arc;
 
+use common::{ClientError, RestClient};
 use http::Method;
 use ipa_core::transport::ServerTls;
 use ipa_test_support::{Harness, TEST_TOKEN};
-use ipa_transport_rest::{ClientError, RestClient, RestTransport};
+use ipa_transport_rest::RestTransport;
 use rustls::crypto::ring as ring_provider;
 use rustls::{ClientConfig, ProtocolVersion, RootCertStore, SupportedCipherSuite};
 use rustls_pki_types::pem::PemObject;

@@ -1,7 +1,8 @@
-//! Shared test plumbing: start the REST transport on 127.0.0.1:0 against a [`Harness`], and a
-//! conformance-suite [`WireClient`] over real HTTP. Other crates can reuse it with
-//! `#[path = ".../ipa-transport-rest/tests/common/mod.rs"] mod rest_common;`.
+//! Shared test plumbing: start the REST transport on 127.0.0.1:0 against a [`Harness`], a raw
+//! HTTP client ([`client`]) and a conformance-suite [`WireClient`] over it.
 #![allow(dead_code)]
+
+pub mod client;
 
 use std::net::SocketAddr;
 
@@ -9,7 +10,9 @@ use async_trait::async_trait;
 use ipa_core::command::CommandResult;
 use ipa_core::transport::ServerTls;
 use ipa_test_support::{Harness, TEST_TOKEN, WireClient, WireError};
-use ipa_transport_rest::{ClientError, RestClient, RestTransport};
+use ipa_transport_rest::RestTransport;
+
+pub use client::{ClientError, RawResponse, RestClient};
 use serde_json::Value;
 
 /// Serve `transport` for `h`; returns the bound address (from the ready report).

@@ -1,7 +1,9 @@
-//! A small HTTP/1.1 client for this API, used by black-box tests here and elsewhere (agent
-//! end-to-end tests, the conformance suite's REST `WireClient`). One connection per request,
-//! plain TCP or TLS, exactly the wire a conductor uses: `?agent_token=…&wait=…` in the query,
-//! JSON body, faults read from `faultstring`.
+//! A small HTTP/1.1 client for this API, used only by this crate's black-box tests (the
+//! conformance suite's REST `WireClient`, the TLS tests). One connection per request, plain TCP
+//! or TLS with a caller-built rustls `ClientConfig` (to offer exactly one TLS version or cipher
+//! suite) and the negotiated version reported, and the request sent verbatim: the wire a
+//! conductor uses, `?agent_token=…&wait=…` in the query, JSON body, faults read from
+//! `faultstring`. It is test code: the product's one outbound stack is `ipa-http`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
