@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{RawResponse, RestClient};
+use common::client::{RawResponse, RestClient};
 use http::Method;
 use ipa_core::command::{CommandSpec, CommandStatus, Params};
 use ipa_core::error::AgentError;

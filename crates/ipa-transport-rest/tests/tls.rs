@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{ClientError, RestClient};
+use common::client::{ClientError, RestClient};
 use http::Method;
 use ipa_core::transport::ServerTls;
 use ipa_test_support::{Harness, TEST_TOKEN};

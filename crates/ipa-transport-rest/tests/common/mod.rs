@@ -12,7 +12,7 @@ use ipa_core::transport::ServerTls;
 use ipa_test_support::{Harness, TEST_TOKEN, WireClient, WireError};
 use ipa_transport_rest::RestTransport;
 
-pub use client::{ClientError, RawResponse, RestClient};
+use client::{ClientError, RestClient};
 use serde_json::Value;
 
 /// Serve `transport` for `h`; returns the bound address (from the ready report).
