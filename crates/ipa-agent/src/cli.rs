@@ -39,6 +39,13 @@ pub struct Cli {
     /// Read kernel parameters from this file instead of /proc/cmdline (`none` disables).
     #[arg(long, value_name = "FILE")]
     pub kernel_cmdline: Option<PathBuf>,
+    /// IPA's INI configuration file (`none` disables) [default: /etc/ironic-python-agent.conf].
+    #[arg(long, value_name = "FILE")]
+    pub ipa_config_file: Option<PathBuf>,
+    /// IPA's INI configuration directory, every `*.conf` in it (`none` disables)
+    /// [default: /etc/ironic-python-agent.d].
+    #[arg(long, value_name = "DIR")]
+    pub ipa_config_dir: Option<PathBuf>,
     /// Debug logging.
     #[arg(long)]
     pub debug: bool,
@@ -84,9 +91,6 @@ impl Cli {
         }
         if let Some(f) = &self.log_format {
             set("log_format", json!(f));
-        }
-        if let Some(p) = &self.kernel_cmdline {
-            set("kernel_cmdline_path", json!(p));
         }
         m
     }

@@ -80,17 +80,30 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Configuration sources for `cli`.
+/// Configuration sources for `cli`: IPA's INI files, the TOML file, `IPA_*` environment, the
+/// kernel command line (`--kernel-cmdline`, else `kernel_cmdline_path`, else /proc/cmdline) and
+/// the flags. A path of `none` turns a source off.
 pub fn config_sources(cli: &Cli) -> ConfigSources {
-    let mut overrides = cli.overrides();
-    if cli.kernel_cmdline.as_deref() == Some(std::path::Path::new("none")) {
-        overrides.insert("kernel_cmdline_path".into(), serde_json::json!("/dev/null"));
-    }
+    use std::path::{Path, PathBuf};
+    let none = |p: &Path| p == Path::new("none");
+    // The flag's path, the default without one, nothing for `none`.
+    let chosen = |flag: &Option<PathBuf>, default: &'static str| -> Option<PathBuf> {
+        let p = flag.clone().unwrap_or_else(|| PathBuf::from(default));
+        (!none(&p)).then_some(p)
+    };
+    let ini_file = chosen(&cli.ipa_config_file, ipa_core::config::IPA_CONFIG_FILE);
+    let ini_dir = chosen(&cli.ipa_config_dir, ipa_core::config::IPA_CONFIG_DIR);
+    let ipa_ini = ipa_core::config::ipa_ini_files(ini_file.as_deref(), ini_dir.as_deref());
+    let kernel_cmdline = cli
+        .kernel_cmdline
+        .as_ref()
+        .map(|p| if none(p) { PathBuf::from("/dev/null") } else { p.clone() });
     ConfigSources {
+        ipa_ini,
         file: cli.config.clone(),
         env: true,
-        kernel_cmdline: None,
-        overrides,
+        kernel_cmdline,
+        overrides: cli.overrides(),
         plugin_sections: registry::plugin_sections(),
         kernel_aliases: registry::kernel_aliases(),
     }

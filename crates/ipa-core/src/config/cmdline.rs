@@ -113,7 +113,9 @@ impl KernelCmdline {
     }
 }
 
-fn typed(raw: &str, template: Option<&serde_json::Value>) -> Value {
+/// A raw string typed from an option's default (`template`): bools and numbers parsed,
+/// everything else (strings, paths, unset options) kept a string.
+pub(super) fn typed(raw: &str, template: Option<&serde_json::Value>) -> Value {
     use serde_json::Value as J;
     match template {
         Some(J::Bool(_)) => match super::parse_bool(raw) {

@@ -3,11 +3,13 @@
 //! `[link]`), layered with figment:
 //!
 //! 1. defaults ([`AgentConfig::default`]);
-//! 2. a TOML file (`--config FILE`), flat IPA names or sections; **unknown keys are errors**;
-//! 3. environment variables `IPA_<KEY>` (`IPA_LISTEN_PORT`, or sectioned `IPA_API__LISTEN_PORT`;
+//! 2. IPA's INI files (`/etc/ironic-python-agent.conf`, `/etc/ironic-python-agent.d/*.conf`,
+//!    `[DEFAULT]` section, [`IpaIni`]; unknown keys are logged and ignored, as oslo.config does);
+//! 3. a TOML file (`--config FILE`), flat IPA names or sections; **unknown keys are errors**;
+//! 4. environment variables `IPA_<KEY>` (`IPA_LISTEN_PORT`, or sectioned `IPA_API__LISTEN_PORT`;
 //!    plugin sections: `IPA_AMQP__URL`);
-//! 4. the kernel command line (`ipa-*` parameters and `BOOTIF`, [`KernelCmdline`]);
-//! 5. command-line flags of the binary.
+//! 5. the kernel command line (`ipa-*` parameters and `BOOTIF`, [`KernelCmdline`]);
+//! 6. command-line flags of the binary.
 //!
 //! Later layers win. Plugin crates read their own sections (`[amqp]`, `[zmq]`, `[sim]`, ...) from
 //! the merged [`Figment`] with `deny_unknown_fields` structs; their section names and kernel
@@ -15,6 +17,7 @@
 //! Every option is documented in `docs/configuration.md` (a test keeps the two in sync).
 
 mod cmdline;
+mod ini;
 mod sections;
 
 use std::collections::BTreeMap;
@@ -27,6 +30,7 @@ use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use cmdline::{KernelCmdline, parse_cmdline};
+pub use ini::{IPA_CONFIG_DIR, IPA_CONFIG_FILE, IpaIni, ipa_ini_files, parse_ini};
 pub use sections::{
     AgentSection, ApiSection, HttpSection, ImageSection, InspectionSection, IronicSection,
     LinkSection,
@@ -373,6 +377,9 @@ impl From<figment::Error> for ConfigError {
 /// Where configuration comes from.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigSources {
+    /// IPA's oslo.config INI files, in precedence order ([`ipa_ini_files`]); read before the
+    /// TOML file, so everything else overrides them.
+    pub ipa_ini: Vec<PathBuf>,
     /// TOML file.
     pub file: Option<PathBuf>,
     /// Read `IPA_*` environment variables.
@@ -405,6 +412,9 @@ fn check_collectors(config: &AgentConfig) -> Result<(), ConfigError> {
 /// Merge all layers and extract the core config. Returns the figment too, for plugin sections.
 pub fn load(sources: &ConfigSources) -> Result<(AgentConfig, Figment), ConfigError> {
     let mut figment = Figment::from(Serialized::defaults(AgentConfig::default()));
+    for path in &sources.ipa_ini {
+        figment = figment.merge(Sectioned(IpaIni::file(path)));
+    }
     if let Some(path) = &sources.file {
         check_file_keys(path, &sources.plugin_sections)?;
         figment = figment.merge(Sectioned(Toml::file_exact(path)));
@@ -579,6 +589,38 @@ mod tests {
     }
 
     #[test]
+    fn ipa_ini_files_are_read_below_everything_else_and_never_stop_the_boot() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "ironic-python-agent.conf",
+                "[DEFAULT]\ncafile = /etc/ironic-python-agent.crt\nlisten_port = 1000\n\
+                 lookup_timeout = 10\nimage_verify_readback = True\nntp_server = 192.0.2.1\n\
+                 some_future_ipa_option = 1\n[metrics]\nbackend = noop\n",
+            )?;
+            jail.create_file("ironic-tls.conf", "[DEFAULT]\ncafile=/etc/ironic.crt\n")?;
+            jail.create_file("agent.toml", "lookup_timeout = 20\n")?;
+            jail.create_file("cmdline", "ipa-listen-port=3000\n")?;
+            let src = ConfigSources {
+                ipa_ini: vec!["ironic-python-agent.conf".into(), "ironic-tls.conf".into()],
+                file: Some("agent.toml".into()),
+                kernel_cmdline: Some("cmdline".into()),
+                ..Default::default()
+            };
+            let (c, _) = load(&src).map_err(|e| e.to_string())?;
+            assert_eq!(
+                c.http.cafile.as_deref(),
+                Some(Path::new("/etc/ironic.crt")),
+                "later file wins"
+            );
+            assert!(c.image.image_verify_readback, "oslo booleans (True) are typed");
+            assert_eq!(c.ironic.lookup_timeout, 20, "the TOML file overrides the INI files");
+            assert_eq!(c.api.listen_port, 3000, "kernel parameters override the INI files");
+            assert_eq!(c.not_implemented, ["ntp_server"]);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn api_urls_split_and_trim() {
         let c = IronicSection {
             api_url: Some("http://a:6385/, ,https://b:6385".into()),
@@ -607,6 +649,7 @@ mod tests {
                 overrides,
                 plugin_sections: vec!["amqp".into()],
                 kernel_aliases: vec![("ipa-amqp-url".into(), "amqp.url".into())],
+                ..Default::default()
             };
             let (c, fig) = load(&src).map_err(|e| e.to_string())?;
             assert_eq!(c.api.listen_port, 2222); // env over file
