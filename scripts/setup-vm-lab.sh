@@ -14,6 +14,7 @@ APT_PKGS=(
   python3-venv iproute2                      # sushy-tools venv; namespaces, bridges
   kmod cpio zstd binutils gdisk dosfstools mtools genisoimage  # ramdisk and test-image builders
   busybox-static dhcpcd-base                 # ipa-init tests: DHCPv4/DHCPv6 clients in a chroot
+  socat openssl                              # Ironic behind TLS (Metal3 style), its private CA
 )
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -111,13 +111,17 @@ pub fn config_sources(cli: &Cli) -> ConfigSources {
 
 /// Run the agent until it stops. `Ok` carries the process exit code.
 pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error + Send + Sync>> {
-    let (config, figment) = load(&config_sources(&cli))?;
+    let sources = config_sources(&cli);
+    let (config, figment) = load(&sources)?;
     logging::init(config.agent.debug, &config.agent.log_format);
     tracing::info!(
         version = ipa_core::AGENT_VERSION,
         ipa_compat = ipa_core::IPA_COMPAT_VERSION,
         "ipa-agent starting"
     );
+    for file in &sources.ipa_ini {
+        tracing::info!(file = %file.display(), "read IPA configuration file");
+    }
     for option in &config.not_implemented {
         tracing::warn!(
             option,

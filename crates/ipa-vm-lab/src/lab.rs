@@ -44,6 +44,14 @@ pub struct LabOptions {
     pub automated_clean: bool,
     /// `[api]ramdisk_heartbeat_timeout`.
     pub heartbeat_timeout: u64,
+    /// Put Ironic's API behind a TLS front (socat, as Metal3 puts httpd in front of it) with a
+    /// certificate from a private CA made for this lab; the ramdisk is told
+    /// `ipa-api-url=https://…` through `[service_catalog]endpoint_override`.
+    pub ironic_tls: bool,
+    /// Append a Metal3-style CA-bundle initrd to the served ramdisk: only
+    /// `/etc/ironic-python-agent.crt` (the lab's private CA) and
+    /// `/etc/ironic-python-agent.d/ironic-tls.conf` (`[DEFAULT] cafile=…`).
+    pub metal3_ca_bundle: bool,
 }
 
 impl LabOptions {
@@ -58,6 +66,8 @@ impl LabOptions {
             fast_track: false,
             automated_clean: true,
             heartbeat_timeout: 60,
+            ironic_tls: false,
+            metal3_ca_bundle: false,
         }
     }
 }
@@ -70,6 +80,11 @@ pub struct Lab {
     sushy: Daemon,
     http: Daemon,
     dnsmasq: Daemon,
+    tls_front: Option<Daemon>,
+    /// The private CA of the TLS front (PEM), when [`LabOptions::ironic_tls`] is set.
+    pub ca_pem: Option<PathBuf>,
+    /// The URL the ramdisk is given for Ironic (`http://…` or, behind the TLS front, `https://…`).
+    pub api_url: String,
     /// libvirt.
     pub libvirt: Libvirt,
     vms: Vec<String>,
@@ -120,16 +135,53 @@ impl Lab {
 
         let http_port = free_port();
         let sushy_port = free_port();
+        let tls_port = free_port();
+        let tls = if opts.ironic_tls {
+            Some(crate::tls::PrivateCa::create(&dir.path().join("tls"), &host)?)
+        } else {
+            None
+        };
         let ironic_opts = opts.clone();
-        let (h, hp) = (host.clone(), http_port);
-        let ironic =
-            IronicServer::start_with(move |me| ironic_config(me, &ironic_opts, &h, hp), "redfish")
-                .map_err(LabError::Setup)?;
+        let (h, hp, front) = (host.clone(), http_port, tls.as_ref().map(|_| tls_port));
+        let ironic = IronicServer::start_with(
+            move |me| {
+                let endpoint = match front {
+                    Some(p) => format!("https://{h}:{p}"),
+                    None => format!("http://{h}:{}", me.port),
+                };
+                ironic_config(me, &ironic_opts, &h, hp, &endpoint)
+            },
+            "redfish",
+        )
+        .map_err(LabError::Setup)?;
+        let api_url = match &tls {
+            Some(_) => format!("https://{host}:{tls_port}"),
+            None => format!("http://{host}:{}", ironic.port),
+        };
+        let mut tls_front = match &tls {
+            Some(ca) => {
+                Some(ca.front(&host, tls_port, ironic.port, &dir.path().join("tls-front.log"))?)
+            }
+            None => None,
+        };
         let http_root = ironic.dir.path().join("http");
         let images = http_root.join("lab");
         std::fs::create_dir_all(&images).map_err(io)?;
         std::fs::copy(&opts.kernel, images.join("ipa-rs.kernel")).map_err(io)?;
-        std::fs::copy(&opts.initramfs, images.join("ipa-rs.initramfs")).map_err(io)?;
+        let served = images.join("ipa-rs.initramfs");
+        std::fs::copy(&opts.initramfs, &served).map_err(io)?;
+        if opts.metal3_ca_bundle {
+            let ca = tls.as_ref().ok_or_else(|| {
+                LabError::Setup(
+                    "metal3_ca_bundle needs ironic_tls (the bundle carries its CA)".into(),
+                )
+            })?;
+            crate::tls::append_ca_bundle_initrd(
+                &served,
+                &ca.ca_pem,
+                &dir.path().join("ca-bundle"),
+            )?;
+        }
 
         let mut c = Command::new(SYSTEM_PYTHON);
         c.args(["-m", "http.server", "--bind", &host, &http_port.to_string(), "--directory"])
@@ -210,7 +262,7 @@ impl Lab {
                     .ok()
             ))
         })?;
-        for dmn in [&mut http, &mut dnsmasq, &mut sushy] {
+        for dmn in [&mut http, &mut dnsmasq, &mut sushy].into_iter().chain(tls_front.as_mut()) {
             dmn.check_alive()?;
         }
         Ok(Self {
@@ -218,6 +270,9 @@ impl Lab {
             sushy,
             http,
             dnsmasq,
+            tls_front,
+            ca_pem: tls.map(|ca| ca.ca_pem),
+            api_url,
             libvirt,
             vms: Vec::new(),
             _kvm: kvm,
@@ -365,11 +420,15 @@ impl Lab {
     pub fn diagnostics(&self) -> String {
         let d = self.dir.path();
         format!(
-            "--- ironic problems\n{}\n--- dnsmasq\n{}\n--- sushy\n{}\n--- http\n{}",
+            "--- ironic problems\n{}\n--- dnsmasq\n{}\n--- sushy\n{}\n--- http\n{}{}",
             self.ironic.log_problems(30),
             tail(&d.join("dnsmasq.log"), 15),
             tail(&d.join("sushy.log"), 15),
             tail(&d.join("http.log"), 15),
+            self.tls_front
+                .as_ref()
+                .map(|f| format!("\n--- TLS front\n{}", tail(&f.log, 15)))
+                .unwrap_or_default(),
         )
     }
 }
@@ -381,6 +440,9 @@ impl Drop for Lab {
             self.libvirt.remove(vm);
         }
         self.sushy.stop();
+        if let Some(front) = self.tls_front.as_mut() {
+            front.stop();
+        }
         self.http.stop();
         self.dnsmasq.stop();
         self.libvirt.stop();
@@ -388,7 +450,13 @@ impl Drop for Lab {
     }
 }
 
-fn ironic_config(me: &IronicServer, o: &LabOptions, host: &str, http_port: u16) -> String {
+fn ironic_config(
+    me: &IronicServer,
+    o: &LabOptions,
+    host: &str,
+    http_port: u16,
+    endpoint: &str,
+) -> String {
     let st = me.dir.path().display();
     let port = me.port;
     format!(
@@ -451,7 +519,7 @@ hooks = $default_hooks,memory,cpus,root-device,boot-mode
 require_managed_boot = True
 [service_catalog]
 auth_type = none
-endpoint_override = http://{host}:{port}
+endpoint_override = {endpoint}
 [dhcp]
 dhcp_provider = none
 ",

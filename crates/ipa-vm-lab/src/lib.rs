@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod lab;
 pub mod libvirt;
 pub mod netns;
+pub mod tls;
 
 use std::process::Command;
 
@@ -58,6 +59,10 @@ pub const REQUIRED: &[&str] = &[
     "/usr/lib/ipxe/snponly.efi",
     "/usr/bin/python3",
     "/usr/bin/qemu-img",
+    "/usr/bin/socat",
+    "/usr/bin/openssl",
+    "/usr/bin/cpio",
+    "/usr/bin/gzip",
 ];
 
 /// Fail (never skip) when something the lab needs is missing.

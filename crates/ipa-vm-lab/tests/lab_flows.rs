@@ -85,6 +85,92 @@ fn inspection_reports_what_the_guest_kernel_sees() {
     timed("test total", t0);
 }
 
+/// Metal3's way of trusting an Ironic with a private CA: Ironic's API is behind a TLS front
+/// whose certificate only the lab's own CA signed, the ramdisk is told `ipa-api-url=https://…`,
+/// and the only change to the ramdisk is Metal3's CA-bundle initrd appended to it
+/// (`/etc/ironic-python-agent.crt` and `/etc/ironic-python-agent.d/ironic-tls.conf` with
+/// `[DEFAULT] cafile`). No `ipa-insecure`: lookup, heartbeats and the inspection data all go
+/// through the TLS front, verified against that CA.
+#[test]
+fn a_metal3_ca_bundle_initrd_makes_the_agent_trust_a_private_ca_ironic() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let t0 = Instant::now();
+    let mut opts = LabOptions::new("tls", &ramdisk_dir());
+    opts.ironic_tls = true;
+    opts.metal3_ca_bundle = true;
+    assert!(!opts.kernel_params.contains("insecure"), "{}", opts.kernel_params);
+    let mut lab = Lab::start(&opts).expect("lab");
+    timed("lab setup (private CA, TLS front, CA-bundle initrd)", t0);
+    assert!(lab.api_url.starts_with("https://"), "{}", lab.api_url);
+    let vm = lab.vm_spec(
+        "ipalab-tls1",
+        "52:54:00:1a:b0:21",
+        512,
+        &[(DiskBus::Virtio, GIB, "VIRTIO-TLS-1")],
+    );
+    lab.define_vm(&vm).expect("define");
+    let uuid = lab.enroll(&vm, json!({})).expect("enroll");
+    lab.ironic.provision(&uuid, json!({"target": "manage"})).expect("manage");
+    wait(&lab, &uuid, &["manageable"], 120);
+    let t = Instant::now();
+    lab.ironic.provision(&uuid, json!({"target": "inspect"})).expect("inspect");
+    wait(&lab, &uuid, &["manageable"], 900);
+    timed("inspection through the TLS front", t);
+    let inv =
+        lab.ironic.ok("GET", &format!("/v1/nodes/{uuid}/inventory"), None).expect("inventory");
+    let disks = inv["inventory"]["disks"].as_array().cloned().unwrap_or_default();
+    assert!(disks.iter().any(|d| d["serial"] == "VIRTIO-TLS-1"), "{disks:?}");
+    let console = lab.console(&vm);
+    assert!(
+        console.contains("read IPA configuration file")
+            && console.contains("/etc/ironic-python-agent.d/ironic-tls.conf"),
+        "the agent did not report reading the bundle's conf:\n{}",
+        console
+            .lines()
+            .rev()
+            .take(60)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(!console.contains("ipa-insecure"), "the boot must not be insecure");
+    let front = std::fs::read_to_string(lab.dir.path().join("tls-front.log")).unwrap_or_default();
+    assert!(
+        front.contains("accepting connection") || front.contains("accepted connection"),
+        "nothing reached Ironic through the TLS front:\n{front}"
+    );
+
+    // The control: the same ramdisk without the bundle does not trust the front.
+    let plain = lab.serve(&opts.initramfs, "ipa-rs-without-ca.initramfs").expect("serve");
+    let vm2 = lab.vm_spec(
+        "ipalab-tls2",
+        "52:54:00:1a:b0:22",
+        512,
+        &[(DiskBus::Virtio, GIB, "VIRTIO-TLS-2")],
+    );
+    lab.define_vm(&vm2).expect("define");
+    let uuid2 = lab.enroll(&vm2, json!({})).expect("enroll");
+    lab.ironic
+        .patch_node(
+            &uuid2,
+            json!([{"op": "replace", "path": "/driver_info/deploy_ramdisk", "value": plain}]),
+        )
+        .expect("patch deploy_ramdisk");
+    lab.ironic.provision(&uuid2, json!({"target": "manage"})).expect("manage");
+    wait(&lab, &uuid2, &["manageable"], 120);
+    let t = Instant::now();
+    lab.ironic.provision(&uuid2, json!({"target": "inspect"})).expect("inspect");
+    if let Err(e) = lab.wait_console(&vm2, 0, "UnknownIssuer", Duration::from_secs(300)) {
+        panic!("without the bundle the agent should refuse the private CA: {e}");
+    }
+    timed("control without the bundle: certificate refused", t);
+    let console2 = lab.console(&vm2);
+    assert!(!console2.contains("ironic-tls.conf"), "the control ramdisk has no bundle");
+    timed("test total", t0);
+}
+
 /// The test OS image (`testos/make-test-os.sh`), built into `dir`. Runs before the lab
 /// exists: the first build downloads its Debian packages into a cache beside the ramdisk,
 /// which only the host's network namespace can reach.
