@@ -27,6 +27,7 @@ pub mod collectors;
 pub mod erase;
 pub mod lldp;
 pub mod machine;
+pub mod nvram;
 mod steps;
 mod sys;
 

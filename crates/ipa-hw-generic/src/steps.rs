@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use futures_util::StreamExt;
+use ipa_core::command::Params;
 use ipa_core::error::AgentError;
 use ipa_core::hardware::{BlockDevice, HardwareManagers, Step, StepCall, StepKind};
+use ipa_core::os::ExecRequest;
 use serde_json::{Map, Value, json};
 
 use crate::erase::{CancelOnDrop, EraseError, EraseOutcome, ErasePolicy, Eraser};
@@ -35,10 +37,13 @@ impl GenericHardwareManager {
                 Step::new("erase_devices_metadata", 99, "deploy").abortable(true),
                 Step::new("erase_devices_express", 0, "deploy").abortable(true),
                 Step::new("erase_pstore", 0, "deploy").abortable(true),
+                nvram_step().abortable(true),
             ],
             // `write_image` (deploy and service) is run by the image pipeline's `standby`
             // fragment, not by a manager: see `ipa_image::StandbyImageExtension`.
-            StepKind::Deploy => vec![Step::new("erase_devices_metadata", 0, "deploy")],
+            StepKind::Deploy => {
+                vec![Step::new("erase_devices_metadata", 0, "deploy"), nvram_step()]
+            }
             StepKind::Service => Vec::new(),
         }
     }
@@ -75,6 +80,7 @@ impl GenericHardwareManager {
             "erase_devices_metadata" => self.erase_devices_metadata(call.node, call.peers).await,
             "erase_devices_express" => self.erase_devices_express(call.node, call.peers).await,
             "erase_pstore" => self.erase_pstore().await,
+            "clean_uefi_nvram" => self.clean_uefi_nvram(&call.args).await,
             other => Err(AgentError::incompatible(format!("{other} is not implemented"))),
         }
     }
@@ -299,4 +305,60 @@ impl GenericHardwareManager {
         }
         Ok(Value::Null)
     }
+    /// IPA's `clean_uefi_nvram`: delete every UEFI boot entry whose device path matches one of
+    /// `match_patterns` (case-insensitive; IPA's default drops disk, shim and grub entries and
+    /// keeps the firmware's own). Not a UEFI boot: nothing to do.
+    async fn clean_uefi_nvram(&self, args: &Params) -> Result<Value, AgentError> {
+        let patterns = crate::nvram::match_patterns(args)?;
+        if self.opts.disk_mode.is_none() {
+            return Err(GenericError::ReadOnly { method: "clean_uefi_nvram" }.into());
+        }
+        if !self.opts.machine.path("/sys/firmware/efi").is_dir() {
+            tracing::info!("not booted in UEFI mode; no NVRAM entries to clean");
+            return Ok(Value::Null);
+        }
+        let listing = self.efibootmgr(&["-v"]).await?;
+        let entries = crate::nvram::parse_boot_entries(&listing);
+        let doomed = crate::nvram::to_delete(&entries, &patterns);
+        if doomed.is_empty() {
+            tracing::info!(entries = entries.len(), "no UEFI boot entry matches; none deleted");
+            return Ok(Value::Null);
+        }
+        for e in doomed {
+            tracing::info!(entry = %e.number, label = %e.label, path = %e.device_path, "deleting UEFI boot entry");
+            self.efibootmgr(&["-b", &e.number, "-B"]).await?;
+        }
+        let left = crate::nvram::parse_boot_entries(&self.efibootmgr(&["-v"]).await?);
+        let labels: Vec<&str> = left.iter().map(|e| e.label.as_str()).collect();
+        tracing::info!(left = ?labels, "UEFI boot entries after cleaning");
+        Ok(Value::Null)
+    }
+
+    async fn efibootmgr(&self, args: &[&str]) -> Result<String, AgentError> {
+        let req = ExecRequest::new("efibootmgr", args.iter().copied());
+        let line = req.command_line();
+        let out = self
+            .runner
+            .run(req)
+            .await
+            .map_err(|e| AgentError::execution(format!("{line}: {e}")))?;
+        if !out.success() {
+            return Err(AgentError::execution(format!(
+                "{line} failed ({}): {}",
+                out.status,
+                out.stderr.trim()
+            )));
+        }
+        Ok(out.stdout)
+    }
+}
+
+/// `clean_uefi_nvram` as IPA lists it (clean: abortable; deploy: not).
+fn nvram_step() -> Step {
+    Step::new("clean_uefi_nvram", 0, "deploy").arg(
+        "match_patterns",
+        "Json blob contains a list of regex patterns where any UEFI NVRAM entry matching that \
+         pattern will be deleted. Default value is '[\"^HD\\(\", \"shim.*\\.efi\", \"grub.*\\.efi\"]'",
+        false,
+    )
 }

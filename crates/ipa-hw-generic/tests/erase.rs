@@ -429,6 +429,7 @@ async fn steps_match_ipa_table_and_are_absent_for_a_read_only_manager() {
             ("erase_devices_metadata".into(), 99, true),
             ("erase_devices_express".into(), 0, true),
             ("erase_pstore".into(), 0, true),
+            ("clean_uefi_nvram".into(), 0, true),
         ]
     );
     let deploy = serde_json::to_value(m.get_deploy_steps(&n, &n).await.unwrap()).unwrap();
@@ -436,8 +437,11 @@ async fn steps_match_ipa_table_and_are_absent_for_a_read_only_manager() {
         deploy[0],
         json!({"step": "erase_devices_metadata", "priority": 0, "interface": "deploy", "reboot_requested": false})
     );
+    assert_eq!(deploy[1]["step"], "clean_uefi_nvram");
+    assert_eq!(deploy[1]["abortable"], Value::Null, "not abortable as a deploy step");
+    assert_eq!(deploy[1]["argsinfo"]["match_patterns"]["required"], false);
     // `write_image` is listed and run by the image pipeline, not by the manager.
-    assert_eq!(deploy.as_array().map(Vec::len), Some(1), "{deploy}");
+    assert_eq!(deploy.as_array().map(Vec::len), Some(2), "{deploy}");
     assert!(m.get_service_steps(&n, &n).await.unwrap().is_empty());
     // Not a deploy step.
     assert!(step(&m, StepKind::Deploy, "erase_devices", &n).await.unwrap_err().is_incompatible());
@@ -527,4 +531,98 @@ async fn metadata_erase_runs_sgdisk_when_installed_and_partprobe_otherwise() {
         assert!(read_at(&f, size - 33 * 512, 33 * 512).iter().all(|b| *b == 0), "backup GPT");
         assert_eq!(read_at(&f, 2 * MIB, 4), vec![0xEE; 4]);
     }
+}
+
+/// A manager on a machine root that booted in UEFI mode (or not), with `runner`.
+fn nvram_manager(sb: &Path, uefi: bool, runner: &FakeRunner) -> Arc<GenericHardwareManager> {
+    let root = sb.join("root");
+    std::fs::create_dir_all(root.join("sys/firmware")).unwrap();
+    if uefi {
+        std::fs::create_dir_all(root.join("sys/firmware/efi")).unwrap();
+    }
+    Arc::new(GenericHardwareManager::new(
+        GenericOptions {
+            machine: Machine::at(root),
+            disk_mode: Some(RunMode::Sandbox { dir: sb.into() }),
+            ..Default::default()
+        },
+        Arc::new(runner.clone()),
+    ))
+}
+
+async fn nvram_step(
+    m: &Arc<GenericHardwareManager>,
+    kind: StepKind,
+    args: Value,
+) -> Result<Value, AgentError> {
+    let ctx = CommandContext::detached("clean.execute_clean_step");
+    let peers = HardwareManagers::single(m.clone());
+    m.execute_step(StepCall {
+        step: "clean_uefi_nvram",
+        kind,
+        node: &json!({}),
+        ports: &json!([]),
+        args: args.as_object().cloned().unwrap_or_default(),
+        ctx: &ctx,
+        peers: &peers,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn clean_uefi_nvram_deletes_the_entries_whose_device_path_matches() {
+    let sb = tempfile::tempdir().unwrap();
+    let ovmf = std::fs::read_to_string(fixture("efibootmgr-v-ovmf.txt")).unwrap();
+    let runner = FakeRunner::new();
+    runner.on_ok("efibootmgr", &["-v"], &ovmf);
+    let m = nvram_manager(sb.path(), true, &runner);
+    // IPA's default patterns: the disk entry and the shim entry go, the firmware's stay.
+    assert_eq!(nvram_step(&m, StepKind::Clean, json!({})).await.unwrap(), Value::Null);
+    assert_eq!(
+        runner.command_lines(),
+        ["efibootmgr -v", "efibootmgr -b 0001 -B", "efibootmgr -b 0005 -B", "efibootmgr -v"]
+    );
+    // As a deploy step, with the operator's patterns.
+    let runner = FakeRunner::new();
+    runner.on_ok("efibootmgr", &["-v"], &ovmf);
+    let m = nvram_manager(sb.path(), true, &runner);
+    let args = json!({"match_patterns": ["ipv4\\(", "FvFile\\(7c04a583"]});
+    nvram_step(&m, StepKind::Deploy, args).await.unwrap();
+    assert_eq!(
+        runner.command_lines(),
+        ["efibootmgr -v", "efibootmgr -b 0003 -B", "efibootmgr -b 0004 -B", "efibootmgr -v"]
+    );
+    // Nothing matches: nothing is deleted, nothing listed again.
+    let runner = FakeRunner::new();
+    runner.on_ok("efibootmgr", &["-v"], &ovmf);
+    let m = nvram_manager(sb.path(), true, &runner);
+    nvram_step(&m, StepKind::Clean, json!({"match_patterns": ["^nothing$"]})).await.unwrap();
+    assert_eq!(runner.command_lines(), ["efibootmgr -v"]);
+}
+
+#[tokio::test]
+async fn clean_uefi_nvram_refuses_bad_patterns_skips_bios_and_reports_efibootmgr_failures() {
+    let sb = tempfile::tempdir().unwrap();
+    let runner = FakeRunner::new();
+    let m = nvram_manager(sb.path(), true, &runner);
+    let e = nvram_step(&m, StepKind::Clean, json!({"match_patterns": "^HD"})).await.unwrap_err();
+    assert_eq!(e.kind(), "InvalidCommandParamsError", "{e}");
+    assert!(runner.calls().is_empty(), "nothing runs before the arguments are valid");
+
+    let bios = nvram_manager(&sb.path().join("bios"), false, &runner);
+    assert_eq!(nvram_step(&bios, StepKind::Clean, json!({})).await.unwrap(), Value::Null);
+    assert!(runner.calls().is_empty(), "no NVRAM without UEFI: efibootmgr is not run");
+
+    runner.on(
+        "efibootmgr",
+        &["-v"],
+        [FakeResponse::Output(ExecOutput {
+            status: 2,
+            stdout: String::new(),
+            stderr: "EFI variables are not supported on this system.".into(),
+        })],
+    );
+    let e = nvram_step(&m, StepKind::Clean, json!({})).await.unwrap_err();
+    assert!(e.to_string().contains("EFI variables are not supported"), "{e}");
+    assert_eq!(runner.command_lines(), ["efibootmgr -v"], "nothing deleted after a failed listing");
 }

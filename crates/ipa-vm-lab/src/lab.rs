@@ -52,6 +52,9 @@ pub struct LabOptions {
     /// `/etc/ironic-python-agent.crt` (the lab's private CA) and
     /// `/etc/ironic-python-agent.d/ironic-tls.conf` (`[DEFAULT] cafile=…`).
     pub metal3_ca_bundle: bool,
+    /// `[conductor]clean_step_priority_override` (`deploy.clean_uefi_nvram:20` adds that step
+    /// to automated cleaning).
+    pub clean_step_priority_override: Option<String>,
 }
 
 impl LabOptions {
@@ -68,6 +71,7 @@ impl LabOptions {
             heartbeat_timeout: 60,
             ironic_tls: false,
             metal3_ca_bundle: false,
+            clean_step_priority_override: None,
         }
     }
 }
@@ -504,6 +508,7 @@ deploy_callback_timeout = 1200
 clean_callback_timeout = 1200
 soft_power_off_timeout = 120
 power_state_change_timeout = 120
+{clean_override}
 [pxe]
 kernel_append_params = {params}
 tftp_root = {st}/tftp
@@ -528,5 +533,10 @@ dhcp_provider = none
         ft = if o.fast_track { "True" } else { "False" },
         ac = if o.automated_clean { "True" } else { "False" },
         params = o.kernel_params,
+        clean_override = o
+            .clean_step_priority_override
+            .as_deref()
+            .map(|o| format!("clean_step_priority_override = {o}"))
+            .unwrap_or_default(),
     )
 }

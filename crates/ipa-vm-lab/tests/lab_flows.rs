@@ -196,6 +196,27 @@ fn test_os(dir: &std::path::Path) -> (PathBuf, PathBuf, String, String) {
     (dir.join("testos.raw"), dir.join("testos.qcow2"), sum("testos.raw"), sum("testos.qcow2"))
 }
 
+/// The console without ANSI colour sequences (the agent colours its log on a terminal).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters... final byte in @..~
+            if chars.next() == Some('[') {
+                for f in chars.by_ref() {
+                    if ('@'..='~').contains(&f) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
 }
@@ -235,6 +256,8 @@ fn clean_deploy_boot_rescue_and_bad_checksum_on_a_uefi_vm() {
     timed("test OS image", t0);
     let mut opts = LabOptions::new("life", &ramdisk_dir());
     opts.fast_track = true;
+    // Automated cleaning also runs clean_uefi_nvram (IPA's default patterns).
+    opts.clean_step_priority_override = Some("deploy.clean_uefi_nvram:20".into());
     let mut lab = Lab::start(&opts).expect("lab");
     timed("lab setup", t0);
     let raw_url = lab.serve(&raw, "testos.raw").unwrap();
@@ -332,9 +355,23 @@ fn clean_deploy_boot_rescue_and_bad_checksum_on_a_uefi_vm() {
     // Undeploy (cleaning again), then a wrong checksum: deploy fails, the disk's first MiB is
     // zero and the VM does not boot the image.
     let t = Instant::now();
+    let before_clean = lab.console(&vm).len();
     lab.ironic.provision(&uuid, json!({"target": "deleted"})).unwrap();
     wait(&lab, &uuid, &["available"], 1200);
     timed("undeploy + cleaning", t);
+    // clean_uefi_nvram ran in the VM with the real efibootmgr against OVMF's NVRAM: the
+    // deploy's disk entry is gone, the firmware's own entries are left.
+    let cleaning = strip_ansi(&lab.console(&vm)[before_clean..]);
+    let deleted = cleaning
+        .lines()
+        .find(|l| l.contains("deleting UEFI boot entry"))
+        .unwrap_or_else(|| panic!("clean_uefi_nvram deleted nothing:\n{cleaning}"));
+    assert!(deleted.contains("label=ironic1") && deleted.contains("HD("), "{deleted}");
+    let left = cleaning
+        .lines()
+        .find(|l| l.contains("UEFI boot entries after cleaning"))
+        .unwrap_or_else(|| panic!("no listing after clean_uefi_nvram:\n{cleaning}"));
+    assert!(!left.contains("ironic1") && left.contains("UiApp"), "{left}");
     let t = Instant::now();
     lab.ironic
         .patch_node(
