@@ -17,7 +17,10 @@ pub fn filter(debug: bool, env: Option<&str>) -> Targets {
 pub fn init(debug: bool, format: &str) {
     let filter = filter(debug, std::env::var("IPA_LOG").ok().as_deref());
     let registry = tracing_subscriber::registry().with(filter);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour only on a terminal: in the ramdisk stderr is a pipe that ipa-init copies to the
+    // serial console and to /run/ipa-agent.log (which the log bundle carries to Ironic).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     let _ = if format == "json" {
         registry.with(fmt.json()).try_init()
     } else {

@@ -140,6 +140,9 @@ fn standalone_sandbox_agent_serves_the_simulated_machine_and_stops_on_sigterm() 
     let log = agent.log();
     assert!(log.contains("SANDBOX"), "{log}");
     assert!(!log.contains(TOKEN), "the agent token leaked into the log:\n{log}");
+    // Written to a file (in the ramdisk: a pipe to the console and /run/ipa-agent.log, which
+    // the log bundle carries), the log has no terminal colour codes.
+    assert!(!log.contains('\u{1b}'), "ANSI escape codes in a log that is not a terminal:\n{log}");
     // Nothing but the log and the sandbox was created in the working directory.
     let mut entries: Vec<_> = std::fs::read_dir(agent.dir.path())
         .unwrap()

@@ -196,7 +196,7 @@ fn test_os(dir: &std::path::Path) -> (PathBuf, PathBuf, String, String) {
     (dir.join("testos.raw"), dir.join("testos.qcow2"), sum("testos.raw"), sum("testos.qcow2"))
 }
 
-/// The console without ANSI colour sequences (the agent colours its log on a terminal).
+/// The console without ANSI sequences (OVMF and iPXE draw with them on the serial console).
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
