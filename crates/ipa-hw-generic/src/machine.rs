@@ -581,7 +581,9 @@ impl Machine {
         }
     }
 
-    /// `MemTotal` in bytes (psutil's total) and installed MiB from SMBIOS type 17.
+    /// `MemTotal` in bytes (psutil's total) and installed MiB: from SMBIOS type 17, or, when
+    /// the firmware has no memory devices in SMBIOS (or no SMBIOS at all), from the online
+    /// memory blocks in `/sys/devices/system/memory` as lshw does. `None` when neither exists.
     pub fn memory(&self) -> Memory {
         let total = self
             .read("/proc/meminfo")
@@ -593,10 +595,31 @@ impl Machine {
             })
             .unwrap_or(0)
             * 1024;
-        let physical_mb = std::fs::read(self.path("/sys/firmware/dmi/tables/DMI"))
+        let smbios = std::fs::read(self.path("/sys/firmware/dmi/tables/DMI"))
             .ok()
             .map(|t| smbios_memory_mb(&t));
+        let physical_mb = match smbios {
+            Some(mb) if mb > 0 => Some(mb),
+            other => self.sysfs_memory_mb().or(other),
+        };
         Memory { total, physical_mb }
+    }
+
+    /// MiB in the online blocks of `/sys/devices/system/memory` (`block_size_bytes` is hex).
+    fn sysfs_memory_mb(&self) -> Option<u64> {
+        let dir = "/sys/devices/system/memory";
+        let raw = self.read(&format!("{dir}/block_size_bytes"))?;
+        let block = u64::from_str_radix(raw.trim().trim_start_matches("0x"), 16).ok()?;
+        let online = std::fs::read_dir(self.path(dir))
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("memory"))
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                self.read(&format!("{dir}/{name}/online")).as_deref() == Some("1")
+            })
+            .count() as u64;
+        (online > 0).then(|| online * block / (1 << 20))
     }
 
     /// System identity from `/sys/class/dmi/id` (what lshw reads from SMBIOS).
@@ -771,4 +794,28 @@ pub fn smbios_memory_mb(table: &[u8]) -> u64 {
         i = j + 2;
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn physical_mb_falls_back_to_online_memory_blocks_when_smbios_lists_no_memory() {
+        let root = tempfile::tempdir().unwrap();
+        let m = Machine::at(root.path());
+        assert_eq!(m.memory().physical_mb, None, "neither SMBIOS nor sysfs: unknown");
+        // An SMBIOS table with only its end-of-table structure: no memory devices.
+        let dmi = root.path().join("sys/firmware/dmi/tables");
+        std::fs::create_dir_all(&dmi).unwrap();
+        std::fs::write(dmi.join("DMI"), [127u8, 4, 0, 0, 0, 0]).unwrap();
+        assert_eq!(m.memory().physical_mb, Some(0), "SMBIOS without type 17 and no sysfs: 0");
+        let mem = root.path().join("sys/devices/system/memory");
+        for (i, online) in ["1", "1", "0"].iter().enumerate() {
+            std::fs::create_dir_all(mem.join(format!("memory{i}"))).unwrap();
+            std::fs::write(mem.join(format!("memory{i}/online")), online).unwrap();
+        }
+        std::fs::write(mem.join("block_size_bytes"), "8000000\n").unwrap();
+        assert_eq!(m.memory().physical_mb, Some(256), "two online 128 MiB blocks");
+    }
 }
