@@ -39,7 +39,8 @@ pub struct AgentSection {
     /// Seconds to sleep after hardware managers initialise.
     #[serde(default)]
     pub hardware_initialization_delay: u64,
-    /// Attempts to find the install disk at start.
+    /// Attempts of the generic manager's `wait_for_disks` (not run at start yet; ipa-init starts
+    /// the agent once udev has settled).
     #[serde(default = "d_disk_wait_attempts")]
     pub disk_wait_attempts: u32,
     /// Seconds between those attempts.
