@@ -32,6 +32,20 @@ fn timed(label: &str, t0: Instant) {
     eprintln!("LAB-TIMING {label}: {:.1} s", t0.elapsed().as_secs_f64());
 }
 
+/// Define and enroll `vm`, make it manageable, inspect it through Ironic and return the stored
+/// inventory.
+fn define_and_inspect(lab: &mut Lab, vm: &ipa_vm_lab::VmSpec, label: &str) -> Value {
+    lab.define_vm(vm).expect("define");
+    let uuid = lab.enroll(vm, json!({})).expect("enroll");
+    lab.ironic.provision(&uuid, json!({"target": "manage"})).expect("manage");
+    wait(lab, &uuid, &["manageable"], 120);
+    let t = Instant::now();
+    lab.ironic.provision(&uuid, json!({"target": "inspect"})).expect("inspect");
+    wait(lab, &uuid, &["manageable"], 900);
+    timed(label, t);
+    lab.ironic.ok("GET", &format!("/v1/nodes/{uuid}/inventory"), None).expect("inventory")
+}
+
 #[test]
 fn inspection_reports_what_the_guest_kernel_sees() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -49,16 +63,7 @@ fn inspection_reports_what_the_guest_kernel_sees() {
             (DiskBus::Sata, GIB, "SATA-DISK-01"),
         ],
     );
-    lab.define_vm(&vm).expect("define");
-    let uuid = lab.enroll(&vm, json!({})).expect("enroll");
-    lab.ironic.provision(&uuid, json!({"target": "manage"})).expect("manage");
-    wait(&lab, &uuid, &["manageable"], 120);
-    let t = Instant::now();
-    lab.ironic.provision(&uuid, json!({"target": "inspect"})).expect("inspect");
-    wait(&lab, &uuid, &["manageable"], 900);
-    timed("inspection", t);
-    let inv =
-        lab.ironic.ok("GET", &format!("/v1/nodes/{uuid}/inventory"), None).expect("inventory");
+    let inv = define_and_inspect(&mut lab, &vm, "inspection");
     let inv = &inv["inventory"];
     let macs: Vec<&str> = inv["interfaces"]
         .as_array()
@@ -108,16 +113,7 @@ fn a_metal3_ca_bundle_initrd_makes_the_agent_trust_a_private_ca_ironic() {
         512,
         &[(DiskBus::Virtio, GIB, "VIRTIO-TLS-1")],
     );
-    lab.define_vm(&vm).expect("define");
-    let uuid = lab.enroll(&vm, json!({})).expect("enroll");
-    lab.ironic.provision(&uuid, json!({"target": "manage"})).expect("manage");
-    wait(&lab, &uuid, &["manageable"], 120);
-    let t = Instant::now();
-    lab.ironic.provision(&uuid, json!({"target": "inspect"})).expect("inspect");
-    wait(&lab, &uuid, &["manageable"], 900);
-    timed("inspection through the TLS front", t);
-    let inv =
-        lab.ironic.ok("GET", &format!("/v1/nodes/{uuid}/inventory"), None).expect("inventory");
+    let inv = define_and_inspect(&mut lab, &vm, "inspection through the TLS front");
     let disks = inv["inventory"]["disks"].as_array().cloned().unwrap_or_default();
     assert!(disks.iter().any(|d| d["serial"] == "VIRTIO-TLS-1"), "{disks:?}");
     let console = lab.console(&vm);
