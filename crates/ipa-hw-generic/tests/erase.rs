@@ -400,6 +400,17 @@ async fn step(
     name: &str,
     node: &Value,
 ) -> Result<Value, AgentError> {
+    step_with_args(m, kind, name, node, json!({})).await
+}
+
+/// [`step`] with the step's `args`.
+async fn step_with_args(
+    m: &Arc<GenericHardwareManager>,
+    kind: StepKind,
+    name: &str,
+    node: &Value,
+    args: Value,
+) -> Result<Value, AgentError> {
     let ctx = CommandContext::detached("clean.execute_clean_step");
     let peers = HardwareManagers::single(m.clone());
     m.execute_step(StepCall {
@@ -407,7 +418,7 @@ async fn step(
         kind,
         node,
         ports: &json!([]),
-        args: Default::default(),
+        args: args.as_object().cloned().unwrap_or_default(),
         ctx: &ctx,
         peers: &peers,
     })
@@ -555,18 +566,7 @@ async fn nvram_step(
     kind: StepKind,
     args: Value,
 ) -> Result<Value, AgentError> {
-    let ctx = CommandContext::detached("clean.execute_clean_step");
-    let peers = HardwareManagers::single(m.clone());
-    m.execute_step(StepCall {
-        step: "clean_uefi_nvram",
-        kind,
-        node: &json!({}),
-        ports: &json!([]),
-        args: args.as_object().cloned().unwrap_or_default(),
-        ctx: &ctx,
-        peers: &peers,
-    })
-    .await
+    step_with_args(m, kind, "clean_uefi_nvram", &json!({}), args).await
 }
 
 #[tokio::test]

@@ -129,9 +129,8 @@ pub async fn expected_checksum(
 
 fn policy(s: &AgentServices, info: &ImageInfo) -> FormatPolicy {
     let ir = s.ironic_settings();
-    let permitted = ir.permitted_image_formats.clone().unwrap_or_else(|| {
-        s.config.image.permitted_image_formats.split(',').map(|x| x.trim().to_string()).collect()
-    });
+    let permitted =
+        ir.permitted_image_formats.clone().unwrap_or_else(|| s.config.image.permitted_formats());
     let deep =
         !ir.disable_deep_image_inspection.unwrap_or(s.config.image.disable_deep_image_inspection);
     FormatPolicy { disk_format: info.disk_format.clone(), permitted, deep_inspection: deep }

@@ -246,11 +246,12 @@ impl IronicSection {
 }
 
 impl ImageSection {
-    /// `permitted_image_formats` as a list.
+    /// `permitted_image_formats` as a list (entries trimmed, empty ones dropped; compared with
+    /// image formats exactly, as IPA does).
     pub fn permitted_formats(&self) -> Vec<String> {
         self.permitted_image_formats
             .split(',')
-            .map(|s| s.trim().to_ascii_lowercase())
+            .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect()
     }
