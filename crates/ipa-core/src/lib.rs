@@ -23,6 +23,7 @@
 //!
 //! No hyper, lapin or zmq here: this crate must stay buildable and testable without any wire.
 
+pub mod attest;
 pub mod command;
 pub mod config;
 pub mod dispatcher;

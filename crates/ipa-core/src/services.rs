@@ -298,6 +298,8 @@ pub struct AgentServices {
     pub status: StatusInfo,
     /// Overrides received from Ironic at lookup.
     pub ironic: Arc<RwLock<IronicSettings>>,
+    /// This boot's erase-report key ([`crate::attest`]).
+    pub attest: Arc<crate::attest::ReportSigner>,
 }
 
 impl std::fmt::Debug for AgentServices {
@@ -333,6 +335,7 @@ impl AgentServices {
             events: EventBus::default(),
             status: StatusInfo::new(crate::IPA_COMPAT_VERSION),
             ironic: Arc::default(),
+            attest: Arc::new(crate::attest::ReportSigner::generate()),
         })
     }
 

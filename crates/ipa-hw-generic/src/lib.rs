@@ -37,8 +37,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use ipa_core::attest::{DeviceRecord, ReportSigner};
 use ipa_core::error::AgentError;
 use ipa_core::extension::CommandContext;
+use ipa_core::hardware::LogFile;
 use ipa_core::hardware::hints::{self, HintDevice, RaidRootVolume};
 use ipa_core::hardware::{
     BlockDevice, BootInfo, Cpu, HardwareManager, HardwareManagerVersion, HardwareManagers,
@@ -121,6 +123,13 @@ pub struct GenericOptions {
     pub overwrite: erase::native::OverwriteOptions,
     /// Random regions read back after an erase.
     pub verify_samples: usize,
+    /// Signs erase reports (the agent's per-boot key).
+    pub attest: Arc<ReportSigner>,
+    /// Where signed erase reports are written (and collected into the log bundle from);
+    /// `None`: not stored.
+    pub reports_dir: Option<PathBuf>,
+    /// The agent version written into reports.
+    pub agent_version: String,
 }
 
 impl Default for GenericOptions {
@@ -137,9 +146,15 @@ impl Default for GenericOptions {
             nvme: Arc::new(erase::nvme::IoctlNvme),
             overwrite: Default::default(),
             verify_samples: erase::VERIFY_SAMPLES,
+            attest: Arc::new(ReportSigner::generate()),
+            reports_dir: None,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
 }
+
+/// Where the agent keeps signed erase reports (under the sandbox root in sandbox mode).
+pub const REPORTS_DIR: &str = "/run/ipa-rs/erase-reports";
 
 /// The generic hardware manager.
 pub struct GenericHardwareManager {
@@ -151,6 +166,8 @@ pub struct GenericHardwareManager {
     bmc: Mutex<Option<BmcCache>>,
     raid_roots: Mutex<Vec<RaidRootVolume>>,
     progress: Mutex<HashMap<String, CommandContext>>,
+    /// Per-device records of the running erase step (filled by `erase_block_device`).
+    records: Mutex<HashMap<String, DeviceRecord>>,
 }
 
 impl std::fmt::Debug for GenericHardwareManager {
@@ -174,6 +191,7 @@ impl GenericHardwareManager {
             bmc: Mutex::new(None),
             raid_roots: Mutex::new(Vec::new()),
             progress: Mutex::new(HashMap::new()),
+            records: Mutex::new(HashMap::new()),
         }
     }
 
@@ -203,11 +221,19 @@ impl GenericHardwareManager {
             nvme: Arc::new(erase::nvme::IoctlNvme),
             overwrite: Default::default(),
             verify_samples: erase::VERIFY_SAMPLES,
+            attest: services.attest.clone(),
+            reports_dir: Some(services.mode.os_path(REPORTS_DIR)),
+            agent_version: services.status.snapshot().version,
         };
         let mut m = Self::new(opts, services.runner.clone());
         m.node = services.node.clone();
         m.ironic = services.ironic.clone();
         m
+    }
+
+    /// The public half of the key that signs this manager's erase reports.
+    pub fn report_key(&self) -> &str {
+        self.opts.attest.public_key()
     }
 
     /// The machine view.
@@ -484,6 +510,10 @@ impl HardwareManager for GenericHardwareManager {
     }
 
     async fn inventory_extensions(&self) -> Result<Map<String, Value>, AgentError> {
+        let mut out = Map::new();
+        if !self.opts.attest.public_key().is_empty() {
+            out.insert("erase_report_key".into(), self.opts.attest.public_key().into());
+        }
         let selected: Vec<String> = self
             .opts
             .collectors
@@ -492,7 +522,7 @@ impl HardwareManager for GenericHardwareManager {
             .cloned()
             .collect();
         if selected.is_empty() {
-            return Ok(Map::new());
+            return Ok(out);
         }
         let lldp = if selected.iter().any(|c| c == "lldp") {
             let names = self.blocking(|m| m.interface_names()).await?;
@@ -500,7 +530,12 @@ impl HardwareManager for GenericHardwareManager {
         } else {
             None
         };
-        self.blocking(move |m| collectors::run(&m, &selected, lldp)).await
+        out.extend(self.blocking(move |m| collectors::run(&m, &selected, lldp)).await?);
+        Ok(out)
+    }
+
+    async fn collect_system_logs(&self) -> Result<Vec<LogFile>, AgentError> {
+        Ok(self.stored_reports())
     }
 
     async fn erase_block_device(

@@ -11,8 +11,61 @@ use ipa_core::hardware::{BlockDevice, HardwareManagers, Step, StepCall, StepKind
 use ipa_core::os::ExecRequest;
 use serde_json::{Map, Value, json};
 
-use crate::erase::{CancelOnDrop, EraseError, EraseOutcome, ErasePolicy, Eraser};
+use std::time::SystemTime;
+
+use ipa_core::attest::{DeviceRecord, DiskId, EraseReport, Outcome, REPORT_FORMAT, utc_rfc3339};
+use ipa_core::hardware::LogFile;
+
+use crate::erase::{CancelOnDrop, EraseError, EraseOutcome, ErasePolicy, Eraser, Erasure};
 use crate::{GenericError, GenericHardwareManager, lock};
+
+/// A report being assembled by a step.
+pub(crate) struct ReportBuilder {
+    step: &'static str,
+    started_at: String,
+    /// Every disk of the inventory at the start.
+    disks: Vec<BlockDevice>,
+    devices: Vec<DeviceRecord>,
+}
+
+impl ReportBuilder {
+    /// Record every inventory disk that is not in `kept` as skipped.
+    fn not_selected(&mut self, kept: &[BlockDevice]) {
+        for d in &self.disks {
+            if !kept.iter().any(|k| k.name == d.name) {
+                let mut r = record_for(d);
+                r.finish(
+                    Outcome::Skipped,
+                    Some(
+                        "not selected: skip_block_devices, a kept RAID volume, or a hardware \
+                         manager's device filter"
+                            .into(),
+                    ),
+                );
+                self.devices.push(r);
+            }
+        }
+    }
+}
+
+fn record_for(d: &BlockDevice) -> DeviceRecord {
+    DeviceRecord::new(&d.name, d.size, d.logical_sectors.unwrap_or(512), d.serial.clone())
+}
+
+fn fill(r: &mut DeviceRecord, e: Erasure) {
+    r.method = Some(e.method.into());
+    r.parameters = e.parameters;
+    r.bytes = e.bytes;
+    r.samples = e.samples;
+}
+
+fn outcome_word(r: &DeviceRecord) -> &'static str {
+    match r.outcome {
+        Outcome::Erased => "erased",
+        Outcome::Skipped => "skipped",
+        Outcome::Failed => "failed",
+    }
+}
 
 impl GenericHardwareManager {
     /// Whether steps are offered: a manager that may write (`disk_mode`), and in sandbox mode
@@ -95,13 +148,24 @@ impl GenericHardwareManager {
 
     /// IPA's `erase_devices`: every disk left after skip lists and filters, a safety check,
     /// then `erase_block_device` through the managers, `disk_erasure_concurrency` at a time.
+    /// Every disk ends the step with a record in the signed report, erased or not; a disk that
+    /// fails (or vanishes) fails the step after the others have finished.
     async fn erase_devices(&self, call: &StepCall<'_>) -> Result<Value, AgentError> {
         let node = call.node;
         let eraser = self.eraser(node)?;
+        let mut report = self.report_start("erase_devices").await?;
         let disks = self.kept_disks(node, call.peers).await?;
+        report.not_selected(&disks);
         for d in &disks {
-            eraser.safety_check(&d.name, &eraser.facts(&d.name)).map_err(GenericError::from)?;
+            if let Err(e) = eraser.safety_check(&d.name, &eraser.facts(&d.name)) {
+                let mut r = record_for(d);
+                r.finish(Outcome::Failed, Some(e.to_string()));
+                report.devices.push(r);
+                self.report_finish(report, node);
+                return Err(GenericError::from(e).into());
+            }
         }
+        lock(&self.records).clear();
         {
             let mut p = lock(&self.progress);
             for d in &disks {
@@ -131,17 +195,48 @@ impl GenericHardwareManager {
                 p.remove(&d.name);
             }
         }
+        let mut records = std::mem::take(&mut *lock(&self.records));
         let mut out = Map::new();
+        let mut first_err = None;
         for d in &disks {
-            if let Some((_, Err(e))) = results.iter().find(|(n, _)| *n == d.name) {
-                return Err(e.clone());
+            let result = results.iter().find(|(n, _)| *n == d.name).map(|(_, r)| r);
+            let record = match (records.remove(&d.name), result) {
+                (Some(r), _) => r,
+                (None, Some(Ok(()))) => {
+                    // Erased by another manager, which reports nothing of how.
+                    let mut r = record_for(d);
+                    r.method = Some("other_manager".into());
+                    r.finish(Outcome::Erased, None);
+                    r
+                }
+                (None, other) => {
+                    let mut r = record_for(d);
+                    let why = match other {
+                        Some(Err(e)) => e.to_string(),
+                        _ => "not erased".into(),
+                    };
+                    r.finish(Outcome::Failed, Some(why));
+                    r
+                }
+            };
+            out.insert(d.name.clone(), json!(outcome_word(&record)));
+            report.devices.push(record);
+            if let Some(Err(e)) = result
+                && first_err.is_none()
+            {
+                first_err = Some(e.clone());
             }
-            out.insert(d.name.clone(), Value::Null);
         }
+        let signed = self.report_finish(report, node);
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        out.insert("erase_report".into(), signed);
         Ok(Value::Object(out))
     }
 
-    /// Erase one device (the trait method): progress goes to the running step's context.
+    /// Erase one device (the trait method): progress goes to the running step's context, and
+    /// what happened goes to the step's report.
     pub(crate) async fn erase_one(
         &self,
         node: &Value,
@@ -151,19 +246,22 @@ impl GenericHardwareManager {
         let ctx = lock(&self.progress).get(&device.name).cloned();
         let cancel = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancel.clone());
-        match eraser
-            .erase_device(device, ctx.as_ref(), &cancel)
-            .await
-            .map_err(GenericError::from)?
-        {
-            EraseOutcome::Skipped(reason) => {
+        let mut record = record_for(device);
+        let result = eraser.erase_device(device, ctx.as_ref(), &cancel).await;
+        match &result {
+            Ok(EraseOutcome::Skipped(reason)) => {
                 tracing::info!(device = %device.name, reason, "erase skipped");
+                record.finish(Outcome::Skipped, Some(reason.clone()));
             }
-            EraseOutcome::Erased { method, .. } => {
+            Ok(EraseOutcome::Erased { method, erasure }) => {
                 tracing::info!(device = %device.name, method, "erased and verified");
+                fill(&mut record, erasure.clone());
+                record.finish(Outcome::Erased, None);
             }
+            Err(e) => record.finish(Outcome::Failed, Some(e.to_string())),
         }
-        Ok(())
+        lock(&self.records).insert(device.name.clone(), record);
+        result.map(|_| ()).map_err(|e| GenericError::from(e).into())
     }
 
     /// Disks kept for erasure plus their partitions, partitions first (reverse name order).
@@ -171,9 +269,9 @@ impl GenericHardwareManager {
         &self,
         node: &Value,
         peers: &HardwareManagers,
-    ) -> Result<Vec<BlockDevice>, AgentError> {
-        let kept: BTreeSet<String> =
-            self.kept_disks(node, peers).await?.into_iter().map(|d| d.name).collect();
+    ) -> Result<(Vec<BlockDevice>, Vec<BlockDevice>), AgentError> {
+        let kept_disks = self.kept_disks(node, peers).await?;
+        let kept: BTreeSet<String> = kept_disks.iter().map(|d| d.name.clone()).collect();
         let all = self.blocking(|m| m.block_devices(true)).await?;
         let mut out: Vec<BlockDevice> = all
             .into_iter()
@@ -189,37 +287,58 @@ impl GenericHardwareManager {
             })
             .collect();
         out.sort_by(|a, b| b.name.cmp(&a.name));
-        Ok(out)
+        Ok((kept_disks, out))
     }
 
     async fn wipe_metadata_of(
         &self,
         eraser: &Eraser,
         devices: &[BlockDevice],
+        report: &mut ReportBuilder,
     ) -> Result<(), AgentError> {
         let mut errors = Vec::new();
         for d in devices {
             let facts = eraser.facts(&d.name);
+            let mut record = record_for(d);
             if facts.vmedia
                 || facts.read_only
                 || facts.fs_type.as_deref() == Some("linux_raid_member")
                 || !facts.md_holders.is_empty()
             {
                 tracing::info!(device = %d.name, "metadata erase skipped (vmedia, read-only or RAID member)");
+                record.finish(
+                    Outcome::Skipped,
+                    Some("virtual media, read-only or a RAID member".into()),
+                );
+                report.devices.push(record);
                 continue;
             }
-            eraser.safety_check(&d.name, &facts).map_err(GenericError::from)?;
+            if let Err(e) = eraser.safety_check(&d.name, &facts) {
+                record.finish(Outcome::Failed, Some(e.to_string()));
+                report.devices.push(record);
+                return Err(GenericError::from(e).into());
+            }
             if eraser.mode.is_sandbox()
                 && facts.parent.is_some()
                 && !eraser.mode.device_path(&d.name).exists()
             {
                 // Sandbox partitions are regions of the disk file, not files of their own.
                 tracing::debug!(device = %d.name, "no sandbox backing file for the partition");
+                record.finish(Outcome::Skipped, Some("sandbox: no backing file".into()));
+                report.devices.push(record);
                 continue;
             }
-            if let Err(e) = eraser.erase_metadata(d).await {
-                errors.push(e.to_string());
+            match eraser.erase_metadata(d).await {
+                Ok(erasure) => {
+                    fill(&mut record, erasure);
+                    record.finish(Outcome::Erased, None);
+                }
+                Err(e) => {
+                    record.finish(Outcome::Failed, Some(e.to_string()));
+                    errors.push(e.to_string());
+                }
             }
+            report.devices.push(record);
         }
         if errors.is_empty() {
             Ok(())
@@ -238,9 +357,13 @@ impl GenericHardwareManager {
         peers: &HardwareManagers,
     ) -> Result<Value, AgentError> {
         let eraser = self.eraser(node)?;
-        let targets = self.metadata_targets(node, peers).await?;
-        self.wipe_metadata_of(&eraser, &targets).await?;
-        Ok(Value::Null)
+        let mut report = self.report_start("erase_devices_metadata").await?;
+        let (kept, targets) = self.metadata_targets(node, peers).await?;
+        report.not_selected(&kept);
+        let result = self.wipe_metadata_of(&eraser, &targets, &mut report).await;
+        let signed = self.report_finish(report, node);
+        result?;
+        Ok(json!({ "erase_report": signed }))
     }
 
     /// NVMe format where allowed; otherwise, or if it fails, a metadata erase.
@@ -250,19 +373,31 @@ impl GenericHardwareManager {
         peers: &HardwareManagers,
     ) -> Result<Value, AgentError> {
         let eraser = self.eraser(node)?;
-        let targets = self.metadata_targets(node, peers).await?;
+        let mut report = self.report_start("erase_devices_express").await?;
+        let (kept, targets) = self.metadata_targets(node, peers).await?;
+        report.not_selected(&kept);
         let mut formatted = BTreeSet::new();
         for d in targets.iter().filter(|d| eraser.facts(&d.name).parent.is_none()) {
             let facts = eraser.facts(&d.name);
             if eraser.skip_reason(&d.name, &facts).ok().flatten().is_some() || facts.read_only {
                 continue;
             }
-            eraser.safety_check(&d.name, &facts).map_err(GenericError::from)?;
+            if let Err(e) = eraser.safety_check(&d.name, &facts) {
+                let mut r = record_for(d);
+                r.finish(Outcome::Failed, Some(e.to_string()));
+                report.devices.push(r);
+                self.report_finish(report, node);
+                return Err(GenericError::from(e).into());
+            }
+            let mut record = record_for(d);
             match eraser.express_nvme(d).await {
-                Ok(true) => {
+                Ok(Some(erasure)) => {
                     formatted.insert(d.name.clone());
+                    fill(&mut record, erasure);
+                    record.finish(Outcome::Erased, None);
+                    report.devices.push(record);
                 }
-                Ok(false) => {}
+                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(device = %d.name, error = %e, "NVMe format failed; metadata erase instead")
                 }
@@ -275,8 +410,91 @@ impl GenericHardwareManager {
                 !formatted.contains(&disk)
             })
             .collect();
-        self.wipe_metadata_of(&eraser, &rest).await?;
-        Ok(json!(null))
+        let result = self.wipe_metadata_of(&eraser, &rest, &mut report).await;
+        let signed = self.report_finish(report, node);
+        result?;
+        Ok(json!({ "erase_report": signed }))
+    }
+
+    /// Start a report: every disk of the inventory now.
+    async fn report_start(&self, step: &'static str) -> Result<ReportBuilder, AgentError> {
+        let disks = self.blocking(|m| m.block_devices(false)).await?;
+        Ok(ReportBuilder {
+            step,
+            started_at: utc_rfc3339(SystemTime::now()),
+            disks: disks.into_iter().map(|r| r.device).collect(),
+            devices: Vec::new(),
+        })
+    }
+
+    /// Sign the report, store it in the reports directory, and return it as JSON.
+    fn report_finish(&self, b: ReportBuilder, node: &Value) -> Value {
+        let signer = &self.opts.attest;
+        let mut report = EraseReport {
+            format: REPORT_FORMAT.into(),
+            step: b.step.into(),
+            node_uuid: node.get("uuid").and_then(Value::as_str).map(str::to_string),
+            agent_version: self.opts.agent_version.clone(),
+            boot_id: signer.boot_id().into(),
+            started_at: b.started_at,
+            finished_at: utc_rfc3339(SystemTime::now()),
+            disks: b
+                .disks
+                .iter()
+                .map(|d| DiskId {
+                    name: d.name.clone(),
+                    size: d.size,
+                    serial: d.serial.clone(),
+                    wwn: d.wwn.clone(),
+                    model: d.model.clone(),
+                })
+                .collect(),
+            devices: b.devices,
+            signature: None,
+        };
+        if let Err(e) = signer.sign(&mut report) {
+            tracing::error!(error = %e, "the erase report is NOT signed");
+        }
+        let erased = report.devices.iter().filter(|d| d.outcome == Outcome::Erased).count();
+        let stored = self.opts.reports_dir.as_ref().and_then(|dir| {
+            let name = format!("{}-{}.json", report.step, report.started_at.replace(':', ""));
+            let path = dir.join(name);
+            let text = serde_json::to_vec_pretty(&report).ok()?;
+            match std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, text)) {
+                Ok(()) => Some(path),
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %path.display(), "cannot store the erase report");
+                    None
+                }
+            }
+        });
+        tracing::info!(
+            step = %report.step,
+            devices = report.devices.len(),
+            erased,
+            key = signer.public_key(),
+            stored = ?stored,
+            "erase report signed"
+        );
+        serde_json::to_value(&report).unwrap_or(Value::Null)
+    }
+
+    /// The stored reports, as log-bundle members `erase-reports/<file>`.
+    pub(crate) fn stored_reports(&self) -> Vec<LogFile> {
+        let Some(dir) = &self.opts.reports_dir else { return Vec::new() };
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .filter_map(|p| {
+                let data = std::fs::read(&p).ok()?;
+                let name = p.file_name()?.to_string_lossy().into_owned();
+                Some(LogFile { name: format!("erase-reports/{name}"), data })
+            })
+            .collect()
     }
 
     /// Empty the pstore filesystem named in `/proc/mounts` (under the sandbox root in sandbox

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use async_trait::async_trait;
+use ipa_core::attest::{CheckOptions, EraseReport, Expect, Outcome, check};
 use ipa_core::extension::CommandContext;
 use ipa_core::hardware::{BlockDevice, HardwareManager, HardwareManagers, StepCall, StepKind};
 use ipa_core::os::{
@@ -173,7 +174,10 @@ async fn random_passes_without_zeroize_are_verified_against_the_pattern() {
     let node = json!({"driver_internal_info": {
         "agent_erase_devices_iterations": 0, "agent_erase_devices_zeroize": "false"}});
     let e = eraser(sb.path(), Arc::new(FakeRunner::new()), false, node);
-    erase(&e, "/dev/sda").await.unwrap();
+    match erase(&e, "/dev/sda").await.unwrap() {
+        EraseOutcome::Skipped(why) => assert!(why.contains("nothing written"), "{why}"),
+        other => panic!("claimed an erase that wrote nothing: {other:?}"),
+    }
     assert_eq!(std::fs::read(&p).unwrap(), data);
 }
 
@@ -381,12 +385,12 @@ async fn sandbox_runner_refusal_is_a_clear_error_not_a_panic() {
 // ---- the manager: steps over a fixture machine with sandbox backing files -------------------
 
 fn manager(sb: &Path, mode: Option<RunMode>) -> Arc<GenericHardwareManager> {
-    let _ = sb;
     Arc::new(GenericHardwareManager::new(
         GenericOptions {
             machine: Machine::at(fixture("server")),
             disk_mode: mode,
             verify_samples: 4,
+            reports_dir: Some(sb.join("reports")),
             ..Default::default()
         },
         Arc::new(FakeRunner::new()),
@@ -468,9 +472,30 @@ async fn erase_devices_step_erases_every_disk_with_a_backing_file() {
     let files: Vec<PathBuf> =
         ["sda", "sdb", "nvme0n1"].iter().map(|n| disk(sb.path(), n, 3 * MIB, 0x99)).collect();
     let node = json!({"driver_internal_info": {"disk_erasure_concurrency": 2}});
-    let out = step(&m, StepKind::Clean, "erase_devices", &node).await.unwrap();
-    assert_eq!(out, json!({"/dev/sda": null, "/dev/sdb": null, "/dev/nvme0n1": null}));
+    let mut out = step(&m, StepKind::Clean, "erase_devices", &node).await.unwrap();
+    let report = out.as_object_mut().unwrap().remove("erase_report").unwrap();
+    assert_eq!(out, json!({"/dev/sda": "erased", "/dev/sdb": "erased", "/dev/nvme0n1": "erased"}));
     assert!(files.iter().all(|f| all_zero(f)));
+    let report: EraseReport = serde_json::from_value(report).unwrap();
+    let disk_files = ["sda", "sdb", "nvme0n1"]
+        .iter()
+        .zip(&files)
+        .map(|(n, f)| (format!("/dev/{n}"), f.clone()))
+        .collect();
+    let findings = check(
+        &report,
+        &CheckOptions {
+            trusted_key: Some(m.report_key().to_string()),
+            inventory: Some(report.disks.clone()),
+            disk_files,
+        },
+    );
+    assert!(findings.iter().all(|f| f.ok), "{findings:#?}");
+    for d in &report.devices {
+        assert_eq!(d.method.as_deref(), Some("overwrite"), "{d:?}");
+        assert_eq!(d.bytes, 2 * 3 * MIB, "a random and a zero pass over the disk: {d:?}");
+        assert!(d.samples.iter().all(|s| s.expect == Expect::Zero && s.ok), "{d:?}");
+    }
     // A missing backing file is a clear BlockDeviceError.
     std::fs::remove_file(&files[1]).unwrap();
     let err = step(&m, StepKind::Clean, "erase_devices", &node).await.unwrap_err();
@@ -486,9 +511,42 @@ async fn metadata_erase_zeroes_both_ends_and_keeps_the_middle() {
     let size = 4 * MIB;
     let files: Vec<PathBuf> =
         ["sda", "sdb", "nvme0n1"].iter().map(|n| disk(sb.path(), n, size, 0xEE)).collect();
+    let mut reports = Vec::new();
     for kind in [StepKind::Clean, StepKind::Deploy] {
-        step(&m, kind, "erase_devices_metadata", &json!({})).await.unwrap();
+        let out = step(&m, kind, "erase_devices_metadata", &json!({})).await.unwrap();
+        reports.push(serde_json::from_value::<EraseReport>(out["erase_report"].clone()).unwrap());
     }
+    // The report names the zeroed regions, read back as zeros, and the files agree.
+    let disk_files = ["sda", "sdb", "nvme0n1"]
+        .iter()
+        .zip(&files)
+        .map(|(n, f)| (format!("/dev/{n}"), f.clone()))
+        .collect();
+    let opts = CheckOptions {
+        trusted_key: Some(m.report_key().to_string()),
+        inventory: Some(reports[0].disks.clone()),
+        disk_files,
+    };
+    let findings = check(&reports[0], &opts);
+    assert!(findings.iter().all(|f| f.ok), "{findings:#?}");
+    let sda = reports[0].devices.iter().find(|d| d.device == "/dev/sda").unwrap();
+    assert_eq!(sda.method.as_deref(), Some("metadata"));
+    assert_eq!(sda.samples[0].offset, 0);
+    let last = sda.samples.last().unwrap();
+    assert_eq!(last.offset + last.length, size, "{sda:?}");
+    // Stored, and collected into the log bundle.
+    let logs = m.collect_system_logs().await.unwrap();
+    let names: Vec<&str> = logs.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with("erase-reports/erase_devices_metadata-")));
+    let stored: EraseReport = serde_json::from_slice(&logs[0].data).unwrap();
+    stored.verify_signature(Some(m.report_key())).unwrap();
+    // Middle bytes were never claimed: a middle region fails the file check.
+    let mut forged = reports[0].clone();
+    forged.devices.iter_mut().find(|d| d.device == "/dev/sda").unwrap().samples[0].offset = 2 * MIB;
+    let f = check(&forged, &opts);
+    assert!(f.iter().any(|f| !f.ok && f.subject == "signature"), "{f:#?}");
+    assert!(f.iter().any(|f| !f.ok && f.subject == "/dev/sda"), "{f:#?}");
     for f in &files {
         assert!(read_at(f, 0, 33 * 512).iter().all(|b| *b == 0));
         assert!(read_at(f, size - 33 * 512, 33 * 512).iter().all(|b| *b == 0));
@@ -510,10 +568,19 @@ async fn skip_list_keeps_a_disk_out_of_erasure() {
     let b = disk(sb.path(), "sdb", 2 * MIB, 0x99);
     let nv = disk(sb.path(), "nvme0n1", 2 * MIB, 0x99);
     let node = json!({"properties": {"skip_block_devices": [{"name": "/dev/sdb"}]}});
-    let out = step(&m, StepKind::Clean, "erase_devices", &node).await.unwrap();
-    assert_eq!(out, json!({"/dev/sda": null, "/dev/nvme0n1": null}));
+    let mut out = step(&m, StepKind::Clean, "erase_devices", &node).await.unwrap();
+    let report = out.as_object_mut().unwrap().remove("erase_report").unwrap();
+    assert_eq!(out, json!({"/dev/sda": "erased", "/dev/nvme0n1": "erased"}));
     assert!(all_zero(&a) && all_zero(&nv));
     assert_eq!(read_at(&b, 0, 1), [0x99]);
+    // The report covers the kept disk too: skipped, and why.
+    let report: EraseReport = serde_json::from_value(report).unwrap();
+    let sdb = report.devices.iter().find(|d| d.device == "/dev/sdb").unwrap();
+    assert_eq!(sdb.outcome, Outcome::Skipped);
+    assert!(sdb.reason.as_deref().unwrap().contains("skip_block_devices"), "{sdb:?}");
+    let inventory = Some(report.disks.clone());
+    let findings = check(&report, &CheckOptions { inventory, ..Default::default() });
+    assert!(findings.iter().all(|f| f.ok), "{findings:#?}");
 }
 
 #[tokio::test]

@@ -172,15 +172,18 @@ async fn collectors_selected_by_config() {
     let ext = mgr.inventory_extensions().await.unwrap();
     assert_eq!(
         ext.keys().collect::<Vec<_>>(),
-        ["pci_devices", "numa_topology", "usb_devices", "dmi"]
+        ["erase_report_key", "pci_devices", "numa_topology", "usb_devices", "dmi"]
     );
+    // The public half of the key that signs erase reports, for operators to verify them.
+    assert_eq!(ext["erase_report_key"], mgr.report_key());
+    assert!(mgr.report_key().starts_with("ed25519:"), "{}", mgr.report_key());
     assert_eq!(ext["pci_devices"][0]["vendor_id"], "8086");
     assert_eq!(ext["pci_devices"][0]["bus"], "0000:18:00.0");
     assert_eq!(ext["numa_topology"]["ram"].as_array().unwrap().len(), 2);
     assert_eq!(ext["usb_devices"][0]["handle"], "USB:1:3");
     assert_eq!(ext["dmi"]["system"]["Manufacturer"], "Dell Inc.");
     let none = manager("server", &FakeRunner::new()).inventory_extensions().await.unwrap();
-    assert!(none.is_empty());
+    assert_eq!(none.keys().collect::<Vec<_>>(), ["erase_report_key"], "no collectors selected");
 }
 
 #[test]

@@ -78,7 +78,12 @@ async fn live_inventory_has_ipa_keys_types_and_real_values() {
         GenericOptions { machine: Machine::live(), ..Default::default() },
         Arc::new(runner.clone()),
     )));
-    let inv = serde_json::to_value(mgr.list_hardware_info().await.unwrap()).unwrap();
+    let mut inv = serde_json::to_value(mgr.list_hardware_info().await.unwrap()).unwrap();
+    // After IPA's keys, ours: the key that signs erase reports.
+    let obj = inv.as_object_mut().unwrap();
+    assert_eq!(obj.keys().next_back().map(String::as_str), Some("erase_report_key"));
+    let key = obj.shift_remove("erase_report_key").unwrap();
+    assert!(key.as_str().unwrap().starts_with("ed25519:"), "{key}");
     assert_shape("inventory", &inv, &spec_example());
     // Real values of this machine.
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u64;

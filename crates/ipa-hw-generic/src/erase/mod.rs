@@ -27,12 +27,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use ipa_core::attest::Sample;
 use ipa_core::events::Progress;
 use ipa_core::extension::CommandContext;
 use ipa_core::hardware::BlockDevice;
 use ipa_core::os::{CommandRunner, ExecRequest};
 use ipa_core::services::RunMode;
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 use crate::machine::{EraseFacts, Machine};
 use native::{Expect, OverwriteOptions, Pattern, Target};
@@ -137,6 +138,34 @@ impl ErasePolicy {
     }
 }
 
+/// What a method did, for the erase report ([`ipa_core::attest::DeviceRecord`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Erasure {
+    /// `nvme_format`, `ata_security_erase`, `overwrite`, `metadata`.
+    pub method: &'static str,
+    /// Its parameters.
+    pub parameters: Map<String, Value>,
+    /// Bytes the method covered.
+    pub bytes: u64,
+    /// What was read back.
+    pub samples: Vec<Sample>,
+}
+
+impl Erasure {
+    fn new(method: &'static str, parameters: Value, bytes: u64, samples: Vec<Sample>) -> Self {
+        let parameters = match parameters {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        Self { method, parameters, bytes, samples }
+    }
+
+    /// Bytes read back.
+    pub fn verified_bytes(&self) -> u64 {
+        self.samples.iter().map(|s| s.length).sum()
+    }
+}
+
 /// How a device was erased.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EraseOutcome {
@@ -144,10 +173,11 @@ pub enum EraseOutcome {
     Skipped(String),
     /// Erased and verified.
     Erased {
-        /// Method (`nvme format -s 2`, `ata security erase (enhanced)`, `overwrite 1+zero`).
+        /// Method in words (`nvme format ses=2 …`, `ata security erase enhanced …`,
+        /// `overwrite 1 random pass(es) + zero pass …`).
         method: String,
-        /// Bytes read back.
-        verified_bytes: u64,
+        /// What the report records.
+        erasure: Erasure,
     },
 }
 
@@ -312,7 +342,12 @@ impl Eraser {
         .await
     }
 
-    async fn verify(&self, dev: &str, path: &Path, expect: Expect) -> Result<u64, EraseError> {
+    async fn verify(
+        &self,
+        dev: &str,
+        path: &Path,
+        expect: Expect,
+    ) -> Result<Vec<Sample>, EraseError> {
         let (p, d, n) = (path.to_path_buf(), dev.to_string(), self.samples);
         self.blocking(dev, move || {
             let t = Target::open(&p, false).map_err(|e| EraseError::Device {
@@ -331,7 +366,7 @@ impl Eraser {
 
     /// NVMe Format NVM (secure erase setting from Identify Controller), verified by reading
     /// back. An unsupported format is an error, as IPA.
-    async fn nvme_erase(&self, dev: &str, path: &Path) -> Result<String, EraseError> {
+    async fn nvme_erase(&self, dev: &str, path: &Path) -> Result<(String, Erasure), EraseError> {
         let (admin, p, d) = (self.nvme.clone(), path.to_path_buf(), dev.to_string());
         let id = self
             .blocking(dev, move || {
@@ -347,8 +382,17 @@ impl Eraser {
         let (admin, p, d) = (self.nvme.clone(), path.to_path_buf(), dev.to_string());
         self.blocking(dev, move || admin.format(&p, ses).map_err(|e| erase_err(&d, e.to_string())))
             .await?;
-        let verified = self.verify(dev, path, Expect::ChangedFrom(before)).await?;
-        Ok(format!("nvme format ses={ses} (verified {verified} bytes changed)"))
+        let samples = self.verify(dev, path, Expect::ChangedFrom(before)).await?;
+        let size = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0)))
+            .unwrap_or(0);
+        let e = Erasure::new(
+            "nvme_format",
+            json!({"ses": ses, "oacs": id.oacs, "fna": id.fna, "sanicap": id.sanicap}),
+            size,
+            samples,
+        );
+        Ok((format!("nvme format ses={ses} (verified {} bytes changed)", e.verified_bytes()), e))
     }
 
     async fn ata_lines(&self, dev: &str) -> Result<AtaSecurity, EraseError> {
@@ -357,7 +401,11 @@ impl Eraser {
     }
 
     /// ATA security erase: `Ok(None)` if the drive does not support it.
-    async fn ata_erase(&self, dev: &str, path: &Path) -> Result<Option<String>, EraseError> {
+    async fn ata_erase(
+        &self,
+        dev: &str,
+        path: &Path,
+    ) -> Result<Option<(String, Erasure)>, EraseError> {
         let sec = self.ata_lines(dev).await?;
         if self.runner.exists("smartctl").await {
             let req = ExecRequest::new("smartctl", ["-d", "ata", dev, "-g", "security"]);
@@ -407,13 +455,21 @@ impl Eraser {
         if !self.ata_lines(dev).await?.not_enabled() {
             return Err(erase_err(dev, "the security password is still set after the erase"));
         }
-        let verified = match before {
+        let samples = match before {
             Some(fp) => self.verify(dev, path, Expect::ChangedFrom(fp)).await?,
             None => self.verify(dev, path, Expect::Pattern(Pattern::Zero)).await?,
         };
-        Ok(Some(format!(
-            "ata security erase{} (verified {verified} bytes)",
-            if enhanced { " enhanced" } else { "" }
+        let size = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0)))
+            .unwrap_or(0);
+        let e = Erasure::new("ata_security_erase", json!({"enhanced": enhanced}), size, samples);
+        Ok(Some((
+            format!(
+                "ata security erase{} (verified {} bytes)",
+                if enhanced { " enhanced" } else { "" },
+                e.verified_bytes()
+            ),
+            e,
         )))
     }
 
@@ -425,15 +481,27 @@ impl Eraser {
         path: &Path,
         ctx: Option<&CommandContext>,
         cancel: &Arc<AtomicBool>,
-    ) -> Result<String, EraseError> {
+    ) -> Result<(String, Erasure), EraseError> {
         let mut passes: Vec<Pattern> =
             (0..self.policy.iterations).map(|_| Pattern::Random(seed())).collect();
         if self.policy.zeroize {
             passes.push(Pattern::Zero);
         }
         let Some(last) = passes.last().copied() else {
-            return Ok("nothing (0 iterations, no zeroize)".into());
+            return Err(erase_err(
+                dev,
+                "nothing to do: agent_erase_devices_iterations is 0 and agent_erase_devices_zeroize is off",
+            ));
         };
+        let seeds: Vec<String> = passes
+            .iter()
+            .filter_map(|p| match p {
+                Pattern::Random(s) => Some(format!("{s:#018x}")),
+                Pattern::Zero => None,
+            })
+            .collect();
+        let mut zeroed_by_kernel = false;
+        let mut written = 0u64;
         let npasses = passes.len();
         for (i, pattern) in passes.into_iter().enumerate() {
             let (p, d, opts, c, ctx, writer) = (
@@ -445,7 +513,7 @@ impl Eraser {
                 self.writer.clone(),
             );
             let started = Instant::now();
-            let size = self
+            let (size, kernel) = self
                 .blocking(dev, move || {
                     let t = writer.open(&p).map_err(|e| EraseError::Device {
                         device: d.clone(),
@@ -466,25 +534,51 @@ impl Eraser {
                             });
                         }
                     };
-                    native::overwrite(&*t, pattern, &opts, &c, &mut report)
-                        .map_err(|e| erase_err(&d, format!("overwrite pass {}: {e}", i + 1)))?;
-                    Ok(total)
+                    let kernel = if pattern == Pattern::Zero {
+                        native::zero_fill(&*t, &opts, &c, &mut report).map(|(_, k)| k)
+                    } else {
+                        native::overwrite(&*t, pattern, &opts, &c, &mut report).map(|_| false)
+                    }
+                    .map_err(|e| erase_err(&d, format!("overwrite pass {}: {e}", i + 1)))?;
+                    Ok((total, kernel))
                 })
                 .await?;
+            zeroed_by_kernel |= kernel;
+            written += size;
             tracing::info!(
                 device = dev,
                 pass = i + 1,
                 passes = npasses,
                 bytes = size,
                 secs = started.elapsed().as_secs_f64(),
+                kernel_zeroout = kernel,
                 "overwrite pass done"
             );
         }
-        let verified = self.verify(dev, path, Expect::Pattern(last)).await?;
-        Ok(format!(
-            "overwrite {} random pass(es){} (verified {verified} bytes)",
-            self.policy.iterations,
-            if self.policy.zeroize { " + zero pass" } else { "" }
+        let samples = self.verify(dev, path, Expect::Pattern(last)).await?;
+        let e = Erasure::new(
+            "overwrite",
+            json!({
+                "iterations": self.policy.iterations,
+                "zeroize": self.policy.zeroize,
+                "random_seeds": seeds,
+                "zero_pass": if !self.policy.zeroize { "none" } else if zeroed_by_kernel { "blkzeroout" } else { "write" },
+            }),
+            written,
+            samples,
+        );
+        Ok((
+            format!(
+                "overwrite {} random pass(es){} (verified {} bytes)",
+                self.policy.iterations,
+                match (self.policy.zeroize, zeroed_by_kernel) {
+                    (false, _) => "",
+                    (true, true) => " + zero pass by BLKZEROOUT",
+                    (true, false) => " + zero pass",
+                },
+                e.verified_bytes()
+            ),
+            e,
         ))
     }
 
@@ -515,8 +609,8 @@ impl Eraser {
                 Ok(None)
             };
             match secure {
-                Ok(Some(method)) => {
-                    return Ok(EraseOutcome::Erased { method, verified_bytes: 0 });
+                Ok(Some((method, erasure))) => {
+                    return Ok(EraseOutcome::Erased { method, erasure });
                 }
                 Ok(None) => {}
                 Err(e) if self.policy.continue_if_secure_erase_failed => {
@@ -529,14 +623,24 @@ impl Eraser {
                 }
             }
         }
-        let method = self.overwrite(name, &path, ctx, cancel).await?;
-        Ok(EraseOutcome::Erased { method, verified_bytes: 0 })
+        if self.policy.iterations == 0 && !self.policy.zeroize {
+            // IPA runs `shred --iterations 0`, which writes nothing; say so instead of
+            // claiming an erase.
+            tracing::warn!(device = name, "agent_erase_devices_iterations is 0 and zeroize is off");
+            return Ok(EraseOutcome::Skipped(
+                "nothing written: agent_erase_devices_iterations is 0 and \
+                 agent_erase_devices_zeroize is off"
+                    .into(),
+            ));
+        }
+        let (method, erasure) = self.overwrite(name, &path, ctx, cancel).await?;
+        Ok(EraseOutcome::Erased { method, erasure })
     }
 
     /// IPA's `destroy_disk_metadata` for one device (disk or partition): `wipefs` (real mode),
     /// native zeroing of the metadata regions, `sgdisk -Z` when installed, else `partprobe`
-    /// (real mode).
-    pub async fn erase_metadata(&self, dev: &BlockDevice) -> Result<(), EraseError> {
+    /// (real mode). Every zeroed region is read back and must be zeros.
+    pub async fn erase_metadata(&self, dev: &BlockDevice) -> Result<Erasure, EraseError> {
         let name = dev.name.as_str();
         let path = self.backing(name)?;
         if self.tools {
@@ -547,13 +651,21 @@ impl Eraser {
         }
         let sector = u64::from(dev.logical_sectors.unwrap_or(512));
         let (p, d) = (path.to_path_buf(), name.to_string());
-        let regions = self
+        let samples = self
             .blocking(name, move || {
                 native::wipe_metadata(&p, sector)
                     .map_err(|e| erase_err(&d, format!("zeroing metadata of {}: {e}", p.display())))
             })
             .await?;
+        let regions: Vec<String> =
+            samples.iter().map(|s| format!("{}+{}", s.offset, s.length)).collect();
         tracing::info!(device = name, ?regions, "metadata zeroed");
+        if let Some(bad) = samples.iter().find(|s| !s.ok) {
+            return Err(erase_err(
+                name,
+                format!("metadata region {}+{} is not zero after the wipe", bad.offset, bad.length),
+            ));
+        }
         if self.tools {
             // Both GPTs and the protective MBR are already zero; sgdisk (optional in the
             // ramdisk) is IPA's belt and braces. Either way the kernel must drop the old
@@ -565,15 +677,21 @@ impl Eraser {
                 tracing::info!(device = name, error = %e, "partition table not re-read");
             }
         }
-        Ok(())
+        let bytes = samples.iter().map(|s| s.length).sum();
+        Ok(Erasure::new(
+            "metadata",
+            json!({"logical_sector_size": sector, "wipefs": self.tools, "regions": regions.len()}),
+            bytes,
+            samples,
+        ))
     }
 
-    /// NVMe format only (express erase); `Ok(false)` when not applicable.
-    pub async fn express_nvme(&self, dev: &BlockDevice) -> Result<bool, EraseError> {
+    /// NVMe format only (express erase); `Ok(None)` when not applicable.
+    pub async fn express_nvme(&self, dev: &BlockDevice) -> Result<Option<Erasure>, EraseError> {
         if !self.tools || !self.policy.nvme || !dev.name.starts_with("/dev/nvme") {
-            return Ok(false);
+            return Ok(None);
         }
         let path = self.backing(&dev.name)?;
-        self.nvme_erase(&dev.name, &path).await.map(|_| true)
+        self.nvme_erase(&dev.name, &path).await.map(|(_, e)| Some(e))
     }
 }

@@ -1,18 +1,22 @@
 //! Native disk I/O for erasure: whole-device overwrite (zeros or a reproducible pseudo-random
-//! pattern) with large aligned `O_DIRECT` writes from a few worker threads, sampled read-back
-//! verification, and the metadata wipe (both ends, GPT regions, a few superblock offsets).
+//! pattern) with large aligned `O_DIRECT` writes from a few worker threads, zeroing through the
+//! kernel's `BLKZEROOUT` (the device's Write Zeroes / Write Same when it has one), sampled
+//! read-back verification that records what it read ([`ipa_core::attest::Sample`]), and the
+//! metadata wipe (both ends, GPT regions, a few superblock offsets).
 //!
 //! Everything here takes a path that already went through `RunMode::device_path`; nothing in
 //! this module decides which device to open.
 
 use std::fs::{File, OpenOptions};
-use std::hash::{Hash, Hasher};
 use std::io::{Seek, SeekFrom};
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use ipa_core::attest::{Expect as Claim, Sample, sha256_hex};
 
 /// Alignment for `O_DIRECT` buffers, offsets and lengths (covers 512 B and 4 KiB sectors).
 pub const ALIGN: usize = 4096;
@@ -25,6 +29,22 @@ pub const PATTERN_BLOCK: u64 = 64 << 10;
 pub const EDGE_SAMPLE: u64 = 1 << 20;
 /// Bytes per random sample.
 pub const RANDOM_SAMPLE: u64 = 256 << 10;
+/// Bytes per `BLKZEROOUT` request (progress and cancellation between requests).
+pub const ZEROOUT_CHUNK: u64 = 1 << 30;
+
+// <linux/fs.h>: `_IO(0x12, 127)` and `_IO(0x12, 119)`, both taking `uint64_t[2]` {start, len}.
+nix::ioctl_write_ptr_bad!(blkzeroout, nix::request_code_none!(0x12, 127), [u64; 2]);
+nix::ioctl_write_ptr_bad!(blkdiscard, nix::request_code_none!(0x12, 119), [u64; 2]);
+nix::ioctl_write_ptr_bad!(blksecdiscard, nix::request_code_none!(0x12, 125), [u64; 2]);
+
+/// The kind of discard [`Target::discard`] issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discard {
+    /// `BLKDISCARD`: the blocks are unmapped; what reads back is device-defined.
+    Plain,
+    /// `BLKSECDISCARD`: unmapped and every copy destroyed (EOPNOTSUPP on most devices).
+    Secure,
+}
 
 /// A page-aligned heap buffer (for `O_DIRECT`).
 pub struct AlignedBuf {
@@ -119,6 +139,43 @@ impl Target {
         }
     }
 
+    /// Whether this is a block device (the block ioctls apply) rather than a file.
+    pub fn is_block_device(&self) -> bool {
+        self.buffered.metadata().is_ok_and(|m| m.file_type().is_block_device())
+    }
+
+    /// `BLKZEROOUT` of `len` bytes at `off`: the kernel zeroes the range with the device's
+    /// Write Zeroes command when it has one, else by writing zero pages itself. `Ok(false)`
+    /// on a regular file (nothing done).
+    pub fn zeroout(&self, off: u64, len: u64) -> std::io::Result<bool> {
+        if !self.is_block_device() {
+            return Ok(false);
+        }
+        let range = [off, len];
+        // SAFETY: the fd is open for writing; the kernel reads two u64 from `range`.
+        unsafe { blkzeroout(self.buffered.as_raw_fd(), &range) }.map_err(std::io::Error::from)?;
+        Ok(true)
+    }
+
+    /// `BLKDISCARD` / `BLKSECDISCARD` of `len` bytes at `off` (block devices only).
+    pub fn discard(&self, off: u64, len: u64, kind: Discard) -> std::io::Result<()> {
+        if !self.is_block_device() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "discard needs a block device",
+            ));
+        }
+        let range = [off, len];
+        let fd = self.buffered.as_raw_fd();
+        let r = match kind {
+            // SAFETY: as for `zeroout`: an open fd, two u64 read by the kernel.
+            Discard::Plain => unsafe { blkdiscard(fd, &range) },
+            // SAFETY: as above.
+            Discard::Secure => unsafe { blksecdiscard(fd, &range) },
+        };
+        r.map(|_| ()).map_err(std::io::Error::from)
+    }
+
     /// Flush data to stable storage (a cache flush on block devices).
     pub fn sync(&self) -> std::io::Result<()> {
         self.buffered.sync_data()?;
@@ -202,6 +259,11 @@ pub trait BlockWriter: Sync {
     fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()>;
     /// Flush to stable storage.
     fn sync(&self) -> std::io::Result<()>;
+    /// Have the device zero `len` bytes at `off` (`BLKZEROOUT`); `Ok(false)` when it cannot
+    /// (a file, a fake), and the caller writes zeros itself.
+    fn zero_range(&self, _off: u64, _len: u64) -> std::io::Result<bool> {
+        Ok(false)
+    }
 }
 
 impl BlockWriter for Target {
@@ -210,6 +272,9 @@ impl BlockWriter for Target {
     }
     fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
         Target::write_at(self, buf, off)
+    }
+    fn zero_range(&self, off: u64, len: u64) -> std::io::Result<bool> {
+        self.zeroout(off, len)
     }
     fn sync(&self) -> std::io::Result<()> {
         Target::sync(self)
@@ -365,6 +430,43 @@ pub fn overwrite(
     Ok(written)
 }
 
+/// Zero the whole target: `BLKZEROOUT` in [`ZEROOUT_CHUNK`] requests when the writer can
+/// ([`BlockWriter::zero_range`]), else an [`overwrite`] with zeros. Returns the bytes zeroed
+/// and whether the kernel did it.
+pub fn zero_fill(
+    t: &dyn BlockWriter,
+    opts: &OverwriteOptions,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(u64, bool), OverwriteError> {
+    let size = t.size();
+    let mut off = 0;
+    while off < size {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(OverwriteError::Cancelled { done: off });
+        }
+        let len = (size - off).min(ZEROOUT_CHUNK);
+        match t.zero_range(off, len) {
+            Ok(true) => {
+                off += len;
+                progress(off);
+            }
+            Ok(false) if off == 0 => {
+                return overwrite(t, Pattern::Zero, opts, cancel, progress).map(|n| (n, false));
+            }
+            Ok(false) => {
+                return Err(OverwriteError::Io {
+                    offset: off,
+                    source: std::io::Error::other("zeroout stopped working mid-device"),
+                });
+            }
+            Err(source) => return Err(OverwriteError::Io { offset: off, source }),
+        }
+    }
+    t.sync().map_err(|source| OverwriteError::Io { offset: size, source })?;
+    Ok((size, true))
+}
+
 /// Regions read back after an erase: the head and tail ([`EDGE_SAMPLE`] each) and `random`
 /// aligned regions of [`RANDOM_SAMPLE`] at offsets drawn from `seed`. Sorted, merged.
 pub fn sample_regions(size: u64, random: usize, seed: u64) -> Vec<Range<u64>> {
@@ -403,8 +505,8 @@ pub enum Expect {
 pub struct Fingerprint {
     /// Region.
     pub range: Range<u64>,
-    /// Hash of its bytes.
-    pub hash: u64,
+    /// SHA-256 (hex) of its bytes.
+    pub sha256: String,
     /// All bytes equal (such regions cannot show a change reliably and are not judged).
     pub uniform: bool,
 }
@@ -458,21 +560,25 @@ pub fn fingerprint(t: &Target, regions: &[Range<u64>]) -> Result<Vec<Fingerprint
     for r in regions {
         let len = read_region(t, r, &mut buf)?;
         let data = &buf[..len];
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        data.hash(&mut h);
         let uniform = data.iter().all(|b| *b == data[0]);
-        out.push(Fingerprint { range: r.clone(), hash: h.finish(), uniform });
+        out.push(Fingerprint { range: r.clone(), sha256: sha256_hex(data), uniform });
     }
     Ok(out)
 }
 
-/// Read back `regions` and check them against `expect`. Returns the bytes checked.
-pub fn verify(t: &Target, regions: &[Range<u64>], expect: &Expect) -> Result<u64, VerifyError> {
+/// Read back `regions` and check them against `expect`. Returns what was read, as report
+/// samples (every one `ok`: the first region that is not is an error).
+pub fn verify(
+    t: &Target,
+    regions: &[Range<u64>],
+    expect: &Expect,
+) -> Result<Vec<Sample>, VerifyError> {
     match expect {
         Expect::Pattern(p) => {
             let mut buf = AlignedBuf::zeroed(EDGE_SAMPLE as usize);
             let mut want = Vec::new();
-            let mut checked = 0;
+            let mut samples = Vec::new();
+            let claim = if *p == Pattern::Zero { Claim::Zero } else { Claim::Pattern };
             for r in regions {
                 let len = read_region(t, r, &mut buf)?;
                 want.resize(len, 0);
@@ -484,21 +590,37 @@ pub fn verify(t: &Target, regions: &[Range<u64>], expect: &Expect) -> Result<u64
                         expected: want[i],
                     });
                 }
-                checked += len as u64;
+                samples.push(Sample {
+                    offset: r.start,
+                    length: len as u64,
+                    expect: claim,
+                    sha256: sha256_hex(&buf[..len]),
+                    before_sha256: None,
+                    uniform_before: false,
+                    ok: true,
+                });
             }
-            Ok(checked)
+            Ok(samples)
         }
         Expect::ChangedFrom(before) => {
             let ranges: Vec<Range<u64>> = before.iter().map(|f| f.range.clone()).collect();
             let after = fingerprint(t, &ranges)?;
-            let mut checked = 0;
+            let mut samples = Vec::new();
             for (b, a) in before.iter().zip(&after) {
-                if !b.uniform && b.hash == a.hash {
+                if !b.uniform && b.sha256 == a.sha256 {
                     return Err(VerifyError::Unchanged { start: b.range.start, end: b.range.end });
                 }
-                checked += b.range.end - b.range.start;
+                samples.push(Sample {
+                    offset: b.range.start,
+                    length: b.range.end - b.range.start,
+                    expect: Claim::Changed,
+                    sha256: a.sha256.clone(),
+                    before_sha256: Some(b.sha256.clone()),
+                    uniform_before: b.uniform,
+                    ok: true,
+                });
             }
-            Ok(checked)
+            Ok(samples)
         }
     }
 }
@@ -541,8 +663,9 @@ pub fn metadata_regions(size: u64, sector: u64, gpt_header: Option<&[u8]>) -> Ve
     out
 }
 
-/// Zero the metadata regions of `path` and flush. Returns the regions zeroed.
-pub fn wipe_metadata(path: &Path, sector: u64) -> std::io::Result<Vec<Range<u64>>> {
+/// Zero the metadata regions of `path`, flush, and read them back. Returns one sample per
+/// region (what was read; `ok` when it is zeros).
+pub fn wipe_metadata(path: &Path, sector: u64) -> std::io::Result<Vec<Sample>> {
     let t = Target::open(path, true)?;
     let sector = if sector == 0 { 512 } else { sector };
     let mut header = vec![0u8; sector as usize];
@@ -560,7 +683,12 @@ pub fn wipe_metadata(path: &Path, sector: u64) -> std::io::Result<Vec<Range<u64>
         }
     }
     t.sync()?;
-    Ok(regions)
+    let mut samples = Vec::with_capacity(regions.len());
+    for r in &regions {
+        let len = read_region(&t, r, &mut buf).map_err(std::io::Error::other)?;
+        samples.push(Sample::zero(r.start, &buf[..len]));
+    }
+    Ok(samples)
 }
 
 #[cfg(test)]
