@@ -1,6 +1,10 @@
 //! Auto-TLS (spec `ipa-agent.md` §1.6): a fresh EC key and a self-signed certificate whose
 //! only subjectAltName (critical) is the advertise address, valid from now − clock skew for
 //! 30 days. Ironic stores the PEM from the heartbeat and verifies our API with it.
+//!
+//! The subject also carries this boot's erase-report key (`OU=ed25519:<base64>`, see
+//! `ipa_core::attest`): the certificate goes with every heartbeat and Ironic keeps it, so the
+//! key that signs erase reports is on record at the control plane.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -74,12 +78,16 @@ pub fn generate(
     curve: &str,
     clock_skew_secs: u64,
     common_name: &str,
+    erase_report_key: Option<&str>,
 ) -> Result<AutoCert, IronicError> {
     let err = |e: rcgen::Error| IronicError::AutoTls(e.to_string());
     let key = KeyPair::generate_for(algorithm(curve)).map_err(err)?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
+    if let Some(k) = erase_report_key.filter(|k| !k.is_empty()) {
+        dn.push(DnType::OrganizationalUnitName, k);
+    }
     params.distinguished_name = dn;
     let now = OffsetDateTime::now_utc();
     params.not_before = now - TimeDuration::seconds(clock_skew_secs as i64);
@@ -143,8 +151,17 @@ mod tests {
 
     #[test]
     fn certificate_has_critical_ip_san_p384_and_30_days() {
-        let c = generate("127.0.0.1", "p384", 3600, "agent-host").unwrap();
+        let signer = ipa_core::attest::ReportSigner::generate();
+        let c =
+            generate("127.0.0.1", "p384", 3600, "agent-host", Some(signer.public_key())).unwrap();
         assert!(c.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        // The erase-report key travels in the subject.
+        assert_eq!(
+            ipa_core::attest::key_from_certificate(&c.cert_pem).as_deref(),
+            Some(signer.public_key())
+        );
+        let plain = generate("127.0.0.1", "p384", 3600, "agent-host", None).unwrap();
+        assert_eq!(ipa_core::attest::key_from_certificate(&plain.cert_pem), None);
         assert!(c.key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
         let der = crate::http::pem_certs(c.cert_pem.as_bytes()).unwrap().remove(0);
         // subjectAltName OID, critical TRUE, then the IP SAN.
@@ -165,7 +182,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_trusting_only_the_pem_connects_to_the_ip_with_tls13() {
-        let c = generate("127.0.0.1", "p384", 3600, "agent").unwrap();
+        let c = generate("127.0.0.1", "p384", 3600, "agent", None).unwrap();
         let chain = crate::http::pem_certs(c.cert_pem.as_bytes()).unwrap();
         let key = rustls_pemfile::private_key(&mut c.key_pem.as_bytes()).unwrap().unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());

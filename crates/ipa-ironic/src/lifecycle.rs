@@ -159,6 +159,7 @@ impl Lifecycle {
                     &config.api.tls_certificate_curve,
                     config.api.auto_tls_allowed_clock_skew,
                     &cn,
+                    Some(services.attest.public_key()),
                 )?;
                 let dir = services.mode.os_path(AUTO_TLS_DIR);
                 if let Err(e) = autotls::write_files(&dir, &cert) {

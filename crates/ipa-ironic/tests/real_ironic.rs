@@ -75,7 +75,11 @@ async fn client_speaks_to_a_real_ironic() {
         .unwrap_err();
     assert!(e.to_string().contains("Invalid or missing agent token"), "{e}");
     // https + our auto-TLS certificate: 202, and Ironic stores the PEM.
-    let cert = ipa_ironic::autotls::generate("127.0.0.1", "p384", 3600, "t").unwrap();
+    // The certificate carries the erase-report key in its subject, as the agent's does.
+    let signer = ipa_core::attest::ReportSigner::generate();
+    let cert =
+        ipa_ironic::autotls::generate("127.0.0.1", "p384", 3600, "t", Some(signer.public_key()))
+            .unwrap();
     let beat = HeartbeatRequest {
         node_uuid: &uuid,
         callback_url: "https://127.0.0.1:9",
@@ -89,7 +93,13 @@ async fn client_speaks_to_a_real_ironic() {
     while !stored.exists() && t.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(std::fs::read_to_string(&stored).unwrap(), cert.cert_pem);
+    let stored_pem = std::fs::read_to_string(&stored).unwrap();
+    assert_eq!(stored_pem, cert.cert_pem);
+    assert_eq!(
+        ipa_core::attest::key_from_certificate(&stored_pem).as_deref(),
+        Some(signer.public_key()),
+        "Ironic keeps the erase-report key on record"
+    );
     // continue_inspection: 202 with the node UUID; the node becomes manageable.
     let data = json!({
         "inventory": {"interfaces": [{"name": "eth0", "mac_address": MAC, "ipv4_address": "192.0.2.10"}],
@@ -97,7 +107,8 @@ async fn client_speaks_to_a_real_ironic() {
                       "memory": {"total": 2147483648u64, "physical_mb": 2048},
                       "disks": [{"name": "/dev/vda", "size": 8589934592u64}],
                       "bmc_address": null, "boot": {"current_boot_mode": "uefi", "pxe_interface": MAC},
-                      "system_vendor": {"product_name": "sim", "serial_number": "1", "manufacturer": "sim"}},
+                      "system_vendor": {"product_name": "sim", "serial_number": "1", "manufacturer": "sim"},
+                      "erase_report_key": signer.public_key()},
         "root_disk": {"name": "/dev/vda", "size": 8589934592u64},
         "boot_interface": MAC,
     });
@@ -109,5 +120,11 @@ async fn client_speaks_to_a_real_ironic() {
     })
     .unwrap();
     assert_eq!(node["properties"]["cpu_arch"], "x86_64", "{node}");
+    // Ironic stores the inventory with the erase-report key as sent.
+    let stored = tokio::task::block_in_place(|| {
+        ironic.ok("GET", &format!("/v1/nodes/{uuid}/inventory"), None)
+    })
+    .unwrap();
+    assert_eq!(stored["inventory"]["erase_report_key"], signer.public_key(), "{stored}");
     eprintln!("real-Ironic client test took {:?}", t0.elapsed());
 }

@@ -5,10 +5,11 @@
 //! ipactl --amqp amqp://guest:guest@broker:5672/%2f --agent <node-uuid> --token T run standby.sync
 //! ipactl --zmq-bind tcp://0.0.0.0:5555 --agent <id> --token T run deploy.execute_deploy_step --params @step.json --watch
 //! ipactl --amqp amqp://broker/%2f agents --json
+//! ipactl verify-erase report.json --inventory inventory.json --disk /dev/vda=vda.img
 //! ```
 //!
-//! Exit status: 0 on success; 1 on an error, or when `run` ends with a command that did not
-//! succeed (FAILED; the result is printed first).
+//! Exit status: 0 on success; 1 on an error, when `run` ends with a command that did not
+//! succeed (FAILED; the result is printed first), or when `verify-erase` finds a problem.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -97,6 +98,29 @@ enum Cmd {
     List,
     /// Live agents seen on the broker / controller socket.
     Agents,
+    /// Check a signed erase report (no agent needed): the signature, coverage of the
+    /// inventory's disks, every read-back sample's claim, and optionally the disks' bytes now.
+    VerifyErase {
+        /// The report: the JSON an erase step returned (`erase_report`), a whole command
+        /// result holding one, or a file from the log bundle's `erase-reports/`.
+        report: std::path::PathBuf,
+        /// The node's inventory (`baremetal node inventory save`, or the agent's
+        /// `get_hardware_info`): every disk in it must be in the report. Its
+        /// `erase_report_key` becomes the trusted key unless `--key` or `--cert` is given.
+        #[arg(long)]
+        inventory: Option<std::path::PathBuf>,
+        /// The trusted key (`ed25519:<base64>`).
+        #[arg(long)]
+        key: Option<String>,
+        /// The agent's heartbeat certificate (Ironic's `<certificates_path>/<node>.crt`):
+        /// the trusted key is read from its subject.
+        #[arg(long)]
+        cert: Option<std::path::PathBuf>,
+        /// `DEVICE=FILE`: re-read every sample of DEVICE from FILE (a disk image or the
+        /// device) and compare with the report. Repeatable.
+        #[arg(long = "disk", value_name = "DEVICE=FILE")]
+        disks: Vec<String>,
+    },
 }
 
 enum Conn {
@@ -173,7 +197,113 @@ fn bar(done: u64, total: Option<u64>, phase: &str) -> String {
     }
 }
 
+/// The report inside `v`: `v` itself, or the first `erase_report` member found below it.
+fn find_report(v: &serde_json::Value) -> Option<&serde_json::Value> {
+    if v.get("format").and_then(|f| f.as_str()) == Some(ipa_core::attest::REPORT_FORMAT) {
+        return Some(v);
+    }
+    match v {
+        serde_json::Value::Object(m) => {
+            m.get("erase_report").or_else(|| m.values().find_map(find_report))
+        }
+        serde_json::Value::Array(a) => a.iter().find_map(find_report),
+        _ => None,
+    }
+}
+
+fn read_json(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+fn verify_erase(
+    json: bool,
+    report: &std::path::Path,
+    inventory: Option<&std::path::Path>,
+    key: Option<&str>,
+    cert: Option<&std::path::Path>,
+    disks: &[String],
+) -> anyhow::Result<()> {
+    use ipa_core::attest::{self, CheckOptions, EraseReport};
+    let v = read_json(report)?;
+    let found =
+        find_report(&v).ok_or_else(|| anyhow!("{} holds no erase report", report.display()))?;
+    let report: EraseReport =
+        serde_json::from_value(found.clone()).context("the erase report is malformed")?;
+    let mut opts = CheckOptions { trusted_key: key.map(str::to_string), ..Default::default() };
+    if let Some(c) = cert {
+        let pem = std::fs::read_to_string(c).with_context(|| format!("reading {}", c.display()))?;
+        let k = attest::key_from_certificate(&pem)
+            .ok_or_else(|| anyhow!("{} carries no erase-report key", c.display()))?;
+        if opts.trusted_key.as_ref().is_some_and(|t| *t != k) {
+            bail!("--key and --cert name different keys");
+        }
+        opts.trusted_key = Some(k);
+    }
+    if let Some(p) = inventory {
+        let inv = read_json(p)?;
+        opts.inventory = Some(
+            attest::inventory_disks(&inv)
+                .ok_or_else(|| anyhow!("{} has no inventory disks", p.display()))?,
+        );
+        let inv_key = inv
+            .get("inventory")
+            .unwrap_or(&inv)
+            .get("erase_report_key")
+            .and_then(|k| k.as_str())
+            .map(str::to_string);
+        if opts.trusted_key.is_none() {
+            opts.trusted_key = inv_key;
+        }
+    }
+    for d in disks {
+        let (dev, file) =
+            d.split_once('=').ok_or_else(|| anyhow!("--disk {d}: expected DEVICE=FILE"))?;
+        opts.disk_files.insert(dev.to_string(), file.into());
+    }
+    let findings = attest::check(&report, &opts);
+    let ok = findings.iter().all(|f| f.ok);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"ok": ok, "findings": findings}))?
+        );
+    } else {
+        println!(
+            "erase report: step {} on node {}, {} devices, {} .. {}",
+            report.step,
+            report.node_uuid.as_deref().unwrap_or("?"),
+            report.devices.len(),
+            report.started_at,
+            report.finished_at
+        );
+        if opts.trusted_key.is_none() {
+            println!(
+                "note: no trusted key given (--key, --cert or --inventory): the signature only proves the report is intact"
+            );
+        }
+        for f in &findings {
+            println!("{f}");
+        }
+    }
+    if !ok {
+        bail!("the erase report does not verify");
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Cmd::VerifyErase { report, inventory, key, cert, disks } = &cli.cmd {
+        return verify_erase(
+            cli.json,
+            report,
+            inventory.as_deref(),
+            key.as_deref(),
+            cert.as_deref(),
+            disks,
+        );
+    }
     let conn = connect(&cli).await?;
     let print = |v: &dyn erased::Show| v.show(cli.json);
     match &cli.cmd {
@@ -197,6 +327,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Cmd::VerifyErase { .. } => bail!("verify-erase is handled before connecting"),
         Cmd::Status => print(&client(&cli, &conn).await?.status().await?),
         Cmd::Get { id } => print(&client(&cli, &conn).await?.get(id).await?),
         Cmd::List => print(&client(&cli, &conn).await?.list().await?),
