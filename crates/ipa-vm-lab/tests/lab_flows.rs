@@ -399,3 +399,224 @@ fn clean_deploy_boot_rescue_and_bad_checksum_on_a_uefi_vm() {
     assert!(same_prefix(&vm.disks[0].path, &raw), "qcow2 expands to the raw image");
     timed("test total", t0);
 }
+
+const GPFS_TYPE: &str = "37AFFC90-EF7D-4E96-91C3-2D7AE055B174";
+
+/// Fill `path` with pseudo-random bytes (not uniform anywhere, so a "changed" check can judge
+/// every sampled region).
+fn fill_random(path: &std::path::Path, seed: u64) {
+    use std::io::Write;
+    let len = std::fs::metadata(path).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let mut x = seed | 1;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..len / block.len() as u64 {
+        for c in block.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&block).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+fn file_sha256(path: &std::path::Path) -> String {
+    ipa_core::attest::sha256_hex(&std::fs::read(path).unwrap())
+}
+
+fn sgdisk(path: &std::path::Path, part_type: &str) {
+    let st = std::process::Command::new("sgdisk")
+        .args(["-o", "-n", "1:2048:+8M", "-t", &format!("1:{part_type}")])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{st:?}");
+}
+
+/// Erase reports in the newest cleaning log bundle Ironic stored (`deploy_logs_collect =
+/// always`): `erase-reports/<step>-<time>.json` members.
+fn reports_in_newest_bundle(
+    dir: &std::path::Path,
+    uuid: &str,
+) -> (String, Vec<ipa_core::attest::EraseReport>) {
+    let mut bundles: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    bundles.retain(|p| {
+        let n = p.file_name().unwrap().to_string_lossy();
+        n.starts_with(uuid) && n.contains("_cleaning_")
+    });
+    bundles.sort();
+    let newest =
+        bundles.last().unwrap_or_else(|| panic!("no cleaning bundle in {}", dir.display()));
+    let gz = std::fs::read(newest).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&gz[..]));
+    let mut out = Vec::new();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        if name.contains("erase-reports/") {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+            out.push(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}")));
+        }
+    }
+    (newest.display().to_string(), out)
+}
+
+/// Erasure on real virtual devices, driven by a real Ironic's automated cleaning
+/// (`erase_devices_metadata` at 10, `erase_devices` at 5 through
+/// `clean_step_priority_override`): virtio (512 B), 4Kn virtio, QEMU NVMe and AHCI disks full
+/// of random data and old GPTs, a disk holding a GPFS partition and one in the node's
+/// `skip_block_devices`. The first clean refuses the GPFS disk (IPA's ProtectedDeviceError)
+/// and the operator skip-lists it; the second erases the rest. From the host: erased disk
+/// files are all zeros and `wipefs` finds nothing, the two kept disks are byte-identical, and
+/// the signed reports from Ironic's stored log bundle verify against the key in the heartbeat
+/// certificate Ironic stored, sample by sample against the disk files.
+#[test]
+fn cleaning_erases_real_disks_keeps_protected_and_skipped_ones_and_signs_a_report() {
+    use ipa_core::attest::{self, CheckOptions, Outcome};
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let t0 = Instant::now();
+    let mut opts = LabOptions::new("erase", &ramdisk_dir());
+    opts.fast_track = true;
+    opts.clean_step_priority_override = Some("deploy.erase_devices:5".into());
+    let mut lab = Lab::start(&opts).expect("lab");
+    timed("lab setup", t0);
+    const MIB: u64 = 1 << 20;
+    let vm = lab.vm_spec(
+        "ipalab-erase1",
+        "52:54:00:1a:b0:31",
+        512,
+        &[
+            (DiskBus::Virtio, 192 * MIB, "ERASE-VIRTIO-1"),
+            (DiskBus::Nvme, 128 * MIB, "ERASENVME0001"),
+            (DiskBus::Virtio4Kn, 128 * MIB, "ERASE-4KN-1"),
+            (DiskBus::Sata, 128 * MIB, "ERASE-SATA-1"),
+            (DiskBus::Virtio, 64 * MIB, "ERASE-GPFS-1"),
+            (DiskBus::Virtio, 64 * MIB, "ERASE-SKIP-1"),
+        ],
+    );
+    lab.define_vm(&vm).expect("define");
+    for (i, d) in vm.disks.iter().enumerate() {
+        fill_random(&d.path, 0x9e37_79b9_7f4a_7c15 ^ i as u64);
+        let t = if d.serial == "ERASE-GPFS-1" { GPFS_TYPE } else { "8300" };
+        if d.bus != DiskBus::Virtio4Kn {
+            sgdisk(&d.path, t);
+        }
+    }
+    let kept: Vec<(&ipa_vm_lab::DiskSpec, String)> = vm
+        .disks
+        .iter()
+        .filter(|d| d.serial == "ERASE-GPFS-1" || d.serial == "ERASE-SKIP-1")
+        .map(|d| (d, file_sha256(&d.path)))
+        .collect();
+    let uuid = lab
+        .enroll(
+            &vm,
+            json!({"properties": {"capabilities": "boot_mode:uefi",
+                                  "skip_block_devices": [{"serial": "ERASE-SKIP-1"}]}}),
+        )
+        .expect("enroll");
+    lab.ironic.provision(&uuid, json!({"target": "manage"})).unwrap();
+    wait(&lab, &uuid, &["manageable"], 120);
+
+    // 1. The GPFS disk is protected: cleaning fails with IPA's error and nothing is lost.
+    let t = Instant::now();
+    lab.ironic.provision(&uuid, json!({"target": "provide"})).unwrap();
+    let n = wait(&lab, &uuid, &["clean failed"], 1200);
+    timed("automated cleaning refused (GPFS partition)", t);
+    let err = n["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("GPFS"), "last_error: {err}");
+    for (d, sum) in &kept {
+        assert_eq!(&file_sha256(&d.path), sum, "{} changed", d.serial);
+    }
+
+    // 2. The operator skip-lists it; cleaning then erases everything else.
+    lab.ironic.provision(&uuid, json!({"target": "manage"})).unwrap();
+    wait(&lab, &uuid, &["manageable"], 300);
+    lab.ironic
+        .patch_node(
+            &uuid,
+            json!([{"op": "replace", "path": "/properties/skip_block_devices",
+                    "value": [{"serial": "ERASE-SKIP-1"}, {"serial": "ERASE-GPFS-1"}]}]),
+        )
+        .unwrap();
+    let t = Instant::now();
+    lab.ironic.provision(&uuid, json!({"target": "provide"})).unwrap();
+    wait(&lab, &uuid, &["available"], 1500);
+    timed("automated cleaning (erase_devices_metadata + erase_devices)", t);
+
+    for (d, sum) in &kept {
+        assert_eq!(&file_sha256(&d.path), sum, "{} must keep every byte", d.serial);
+    }
+    for d in vm.disks.iter().filter(|d| !kept.iter().any(|(k, _)| k.serial == d.serial)) {
+        let data = std::fs::read(&d.path).unwrap();
+        let nonzero = data.iter().filter(|b| **b != 0).count();
+        assert_eq!(nonzero, 0, "{} ({:?}) is not all zeros", d.serial, d.bus);
+        let out =
+            std::process::Command::new("wipefs").arg("--no-act").arg(&d.path).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty(), "{}", d.serial);
+    }
+
+    // 3. The signed reports, from the log bundle Ironic stored, verified against the key in
+    // the heartbeat certificate Ironic stored.
+    let cert = std::fs::read_to_string(lab.ironic.dir.path().join(format!("certs/{uuid}.crt")))
+        .expect("Ironic stores the agent's heartbeat certificate");
+    let key = attest::key_from_certificate(&cert).expect("the certificate carries the key");
+    let (bundle, reports) =
+        reports_in_newest_bundle(&lab.ironic.dir.path().join("deploy-logs"), &uuid);
+    eprintln!("erase reports from {bundle}");
+    let steps: Vec<&str> = reports.iter().map(|r| r.step.as_str()).collect();
+    assert!(steps.contains(&"erase_devices"), "{steps:?}");
+    assert!(steps.contains(&"erase_devices_metadata"), "{steps:?}");
+    for report in &reports {
+        let serials: Vec<&str> = report.disks.iter().filter_map(|d| d.serial.as_deref()).collect();
+        for d in &vm.disks {
+            assert!(serials.contains(&d.serial.as_str()), "{} not in {serials:?}", d.serial);
+        }
+        let disk_files = report
+            .disks
+            .iter()
+            .filter_map(|rd| {
+                let spec =
+                    vm.disks.iter().find(|d| rd.serial.as_deref() == Some(d.serial.as_str()))?;
+                Some((rd.name.clone(), spec.path.clone()))
+            })
+            .collect();
+        let findings = attest::check(
+            report,
+            &CheckOptions {
+                trusted_key: Some(key.clone()),
+                inventory: Some(report.disks.clone()),
+                disk_files,
+            },
+        );
+        for f in &findings {
+            eprintln!("{} {f}", report.step);
+        }
+        assert!(findings.iter().all(|f| f.ok), "{findings:#?}");
+        assert_eq!(report.node_uuid.as_deref(), Some(uuid.as_str()));
+    }
+    let full = reports.iter().rev().find(|r| r.step == "erase_devices").unwrap();
+    let by_serial = |s: &str| {
+        full.devices
+            .iter()
+            .find(|d| d.serial.as_deref() == Some(s))
+            .unwrap_or_else(|| panic!("{s} not in the erase_devices report: {:#?}", full.devices))
+    };
+    assert_eq!(by_serial("ERASENVME0001").method.as_deref(), Some("nvme_format"));
+    for s in ["ERASE-VIRTIO-1", "ERASE-4KN-1", "ERASE-SATA-1"] {
+        let d = by_serial(s);
+        assert_eq!(d.outcome, Outcome::Erased, "{d:?}");
+        assert_eq!(d.method.as_deref(), Some("overwrite"), "{d:?}");
+        eprintln!("{s}: {:?} {} bytes", d.parameters, d.bytes);
+    }
+    assert_eq!(by_serial("ERASE-4KN-1").logical_sector_size, 4096);
+    for s in ["ERASE-GPFS-1", "ERASE-SKIP-1"] {
+        assert_eq!(by_serial(s).outcome, Outcome::Skipped);
+    }
+    timed("test total", t0);
+}
