@@ -121,6 +121,9 @@ pub struct GenericOptions {
     pub nvme: Arc<dyn erase::nvme::NvmeAdmin>,
     /// Native overwrite knobs.
     pub overwrite: erase::native::OverwriteOptions,
+    /// What overwrite passes write through ([`erase::native::DeviceWriter`]; tests inject
+    /// fakes such as [`erase::native::VanishingWriter`]).
+    pub erase_writer: Arc<dyn erase::native::OpenWriter>,
     /// Random regions read back after an erase.
     pub verify_samples: usize,
     /// Signs erase reports (the agent's per-boot key).
@@ -145,6 +148,7 @@ impl Default for GenericOptions {
             erase_tools: false,
             nvme: Arc::new(erase::nvme::IoctlNvme),
             overwrite: Default::default(),
+            erase_writer: Arc::new(erase::native::DeviceWriter),
             verify_samples: erase::VERIFY_SAMPLES,
             attest: Arc::new(ReportSigner::generate()),
             reports_dir: None,
@@ -220,6 +224,7 @@ impl GenericHardwareManager {
             erase_tools: !services.mode.is_sandbox(),
             nvme: Arc::new(erase::nvme::IoctlNvme),
             overwrite: Default::default(),
+            erase_writer: Arc::new(erase::native::DeviceWriter),
             verify_samples: erase::VERIFY_SAMPLES,
             attest: services.attest.clone(),
             reports_dir: Some(services.mode.os_path(REPORTS_DIR)),

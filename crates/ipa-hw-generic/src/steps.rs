@@ -114,8 +114,9 @@ impl GenericHardwareManager {
             nvme: self.opts.nvme.clone(),
             policy: ErasePolicy::from_node(node),
             overwrite: self.opts.overwrite.clone(),
-            writer: Arc::new(crate::erase::native::DeviceWriter),
+            writer: self.opts.erase_writer.clone(),
             samples: self.opts.verify_samples,
+            sanitize_poll: crate::erase::SANITIZE_POLL,
         })
     }
 

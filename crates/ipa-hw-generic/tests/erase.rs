@@ -5,6 +5,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use ipa_core::attest::{CheckOptions, EraseReport, Expect, Outcome, check};
@@ -82,6 +83,7 @@ fn eraser_with(
         overwrite: OverwriteOptions::default(),
         writer: Arc::new(DeviceWriter),
         samples: 8,
+        sanitize_poll: (Duration::from_millis(5), Duration::from_millis(500)),
     }
 }
 
@@ -339,6 +341,150 @@ async fn nvme_format_uses_crypto_erase_when_supported() {
 }
 
 #[tokio::test]
+async fn nvme_sanitize_is_preferred_when_supported_polled_to_completion_and_verified() {
+    use ipa_hw_generic::erase::nvme::FakeSanitize;
+    let pattern: Vec<u8> = (0..4 * MIB).map(|i| (i % 253) as u8).collect();
+    // (sanicap, action): crypto erase before block erase.
+    for (sanicap, action) in [(0x3, "crypto"), (0x2, "block")] {
+        let sb = tempfile::tempdir().unwrap();
+        let p = disk(sb.path(), "nvme0n1", 4 * MIB, 0);
+        std::fs::write(&p, &pattern).unwrap();
+        let nvme = FakeNvme::new(ControllerId { oacs: 0x2, fna: 0x4, sanicap }, FakeMedia::Fill(0))
+            .with_sanitize(FakeSanitize::Complete { polls: 3 });
+        let e = eraser_with(sb.path(), Arc::new(FakeRunner::new()), true, json!({}), nvme.clone());
+        match erase(&e, "/dev/nvme0n1").await.unwrap() {
+            EraseOutcome::Erased { method, erasure } => {
+                assert_eq!(
+                    method,
+                    format!(
+                        "nvme sanitize {action} (verified {} bytes changed)",
+                        erasure.verified_bytes()
+                    )
+                );
+                assert_eq!(erasure.method, "nvme_sanitize");
+                assert_eq!(erasure.parameters["action"], action);
+                assert_eq!(erasure.parameters["status_polls"], 4, "3 in progress, then done");
+                assert!(
+                    erasure.samples.iter().all(|s| s.before_sha256.as_ref() != Some(&s.sha256))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(all_zero(&p));
+        let calls = nvme.calls();
+        assert_eq!(calls[1], format!("sanitize {} action={action}", p.display()), "{calls:?}");
+        assert!(!calls.iter().any(|c| c.starts_with("format")), "{calls:?}");
+    }
+}
+
+#[tokio::test]
+async fn nvme_sanitize_failure_hang_or_refusal_falls_back_to_format_or_fails_clearly() {
+    use ipa_hw_generic::erase::nvme::FakeSanitize;
+    let pattern: Vec<u8> = (0..4 * MIB).map(|i| (i % 253) as u8).collect();
+    let sb = tempfile::tempdir().unwrap();
+    let p = disk(sb.path(), "nvme0n1", 4 * MIB, 0);
+    // The controller refuses Sanitize (as QEMU 7.2 does): Format NVM instead.
+    std::fs::write(&p, &pattern).unwrap();
+    let nvme = FakeNvme::new(ControllerId { oacs: 0x2, fna: 0, sanicap: 0x2 }, FakeMedia::Fill(0))
+        .with_sanitize(FakeSanitize::Refuse(0x1));
+    let e = eraser_with(sb.path(), Arc::new(FakeRunner::new()), true, json!({}), nvme.clone());
+    match erase(&e, "/dev/nvme0n1").await.unwrap() {
+        EraseOutcome::Erased { erasure, .. } => assert_eq!(erasure.method, "nvme_format"),
+        other => panic!("{other:?}"),
+    }
+    assert!(nvme.calls().iter().any(|c| c.ends_with("ses=1")), "{:?}", nvme.calls());
+    // A sanitize that never finishes, on a controller without Format: a clear time-out.
+    std::fs::write(&p, &pattern).unwrap();
+    let nvme = FakeNvme::new(ControllerId { oacs: 0, fna: 0, sanicap: 0x1 }, FakeMedia::Fill(0))
+        .with_sanitize(FakeSanitize::Hang);
+    let e = eraser_with(sb.path(), Arc::new(FakeRunner::new()), true, json!({}), nvme);
+    let err = erase(&e, "/dev/nvme0n1").await.unwrap_err();
+    assert!(err.to_string().contains("sanitize (crypto) still running after"), "{err}");
+    assert!(matches!(err, EraseError::Incompatible(_)), "{err:?}");
+    assert_eq!(std::fs::read(&p).unwrap(), pattern);
+    // The sanitize log reports failure: the status is in the error.
+    let nvme = FakeNvme::new(ControllerId { oacs: 0, fna: 0, sanicap: 0x2 }, FakeMedia::Fail(7))
+        .with_sanitize(FakeSanitize::Complete { polls: 0 });
+    let e = eraser_with(sb.path(), Arc::new(FakeRunner::new()), true, json!({}), nvme);
+    let err = erase(&e, "/dev/nvme0n1").await.unwrap_err();
+    assert!(err.to_string().contains("sanitize (block) failed (sanitize status 0x0003)"), "{err}");
+    // Sanitize disabled by the node: Format NVM, as IPA.
+    std::fs::write(&p, &pattern).unwrap();
+    let nvme = FakeNvme::new(ControllerId { oacs: 0x2, fna: 0, sanicap: 0x1 }, FakeMedia::Fill(0))
+        .with_sanitize(FakeSanitize::Complete { polls: 0 });
+    let node = json!({"driver_internal_info": {"agent_enable_nvme_sanitize": false}});
+    let e = eraser_with(sb.path(), Arc::new(FakeRunner::new()), true, node, nvme.clone());
+    erase(&e, "/dev/nvme0n1").await.unwrap();
+    assert!(!nvme.calls().iter().any(|c| c.starts_with("sanitize")), "{:?}", nvme.calls());
+}
+
+#[tokio::test]
+async fn ata_locked_drive_is_unlocked_with_null_then_empty_password_or_refused() {
+    let sb = tempfile::tempdir().unwrap();
+    let p = disk(sb.path(), "sda", 2 * MIB, 0x11);
+    let locked = HDPARM
+        .replace("\tnot\tlocked", "\t\tlocked")
+        .replace("\t\tsupported: enhanced erase", "\tnot\tsupported: enhanced erase");
+    let unlocked =
+        HDPARM.replace("\t\tsupported: enhanced erase", "\tnot\tsupported: enhanced erase");
+    // Locked; NULL does not unlock it, "" does; then the normal erase.
+    let fake = FakeRunner::new();
+    fake.missing("smartctl");
+    fake.on(
+        "hdparm",
+        &["-I"],
+        [
+            FakeResponse::Output(ExecOutput::ok(locked.clone())),
+            FakeResponse::Output(ExecOutput::ok(locked.clone())),
+            FakeResponse::Output(ExecOutput::ok(unlocked.clone())),
+            FakeResponse::Output(ExecOutput::ok(unlocked.clone())),
+        ],
+    );
+    let runner =
+        MediaRunner { fake: fake.clone(), trigger: "--security-erase", file: p.clone(), byte: 0 };
+    let e = eraser(sb.path(), Arc::new(runner), true, json!({}));
+    erase(&e, "/dev/sda").await.unwrap();
+    let lines = fake.command_lines();
+    assert_eq!(lines[1], "hdparm --user-master u --security-unlock NULL /dev/sda", "{lines:?}");
+    assert_eq!(lines[3], "hdparm --user-master u --security-unlock  /dev/sda", "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("--security-erase NULL")), "{lines:?}");
+    // Still locked after both: refused before any erase, media untouched.
+    std::fs::write(&p, vec![0x11; 2 * MIB as usize]).unwrap();
+    let fake = FakeRunner::new();
+    fake.missing("smartctl");
+    fake.on_ok("hdparm", &["-I"], &locked);
+    let e = eraser(sb.path(), Arc::new(fake.clone()), true, json!({}));
+    let err = erase(&e, "/dev/sda").await.unwrap_err();
+    assert!(err.to_string().contains("security-locked and cannot be unlocked"), "{err}");
+    assert!(!fake.command_lines().iter().any(|l| l.contains("--security-erase")));
+    assert_eq!(read_at(&p, 0, 1), [0x11]);
+}
+
+#[tokio::test]
+async fn a_failed_ata_erase_unlocks_the_drive_again_and_reports_the_hdparm_error() {
+    let sb = tempfile::tempdir().unwrap();
+    let p = disk(sb.path(), "sda", 2 * MIB, 0x11);
+    let fake = FakeRunner::new();
+    fake.missing("smartctl");
+    fake.on_ok("hdparm", &["-I"], HDPARM);
+    fake.on(
+        "hdparm",
+        &["--user-master", "u", "--security-erase-enhanced"],
+        [FakeResponse::Output(ExecOutput::failed(5, "SG_IO: bad/missing sense data"))],
+    );
+    let e = eraser(sb.path(), Arc::new(fake.clone()), true, json!({}));
+    let err = erase(&e, "/dev/sda").await.unwrap_err();
+    assert!(err.to_string().contains("bad/missing sense data"), "{err}");
+    let lines = fake.command_lines();
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("hdparm --user-master u --security-unlock NULL /dev/sda"),
+        "the password set for the erase is cleared again: {lines:?}"
+    );
+    assert_eq!(read_at(&p, 0, 1), [0x11]);
+}
+
+#[tokio::test]
 async fn nvme_without_format_support_or_with_a_noop_or_failing_format_fails() {
     let sb = tempfile::tempdir().unwrap();
     let p = disk(sb.path(), "nvme0n1", 4 * MIB, 0);
@@ -501,6 +647,45 @@ async fn erase_devices_step_erases_every_disk_with_a_backing_file() {
     let err = step(&m, StepKind::Clean, "erase_devices", &node).await.unwrap_err();
     assert_eq!(err.kind(), "BlockDeviceError", "{err}");
     assert!(err.to_string().contains("sdb"), "{err}");
+}
+
+#[tokio::test]
+async fn a_disk_that_vanishes_mid_erase_fails_alone_and_the_report_says_so() {
+    use ipa_hw_generic::erase::native::VanishingWriter;
+    let sb = tempfile::tempdir().unwrap();
+    let mode = RunMode::Sandbox { dir: sb.path().into() };
+    let m = Arc::new(GenericHardwareManager::new(
+        GenericOptions {
+            machine: Machine::at(fixture("server")),
+            disk_mode: Some(mode),
+            verify_samples: 4,
+            reports_dir: Some(sb.path().join("reports")),
+            erase_writer: Arc::new(VanishingWriter { name: "sdb".into(), after: 2 * MIB }),
+            ..Default::default()
+        },
+        Arc::new(FakeRunner::new()),
+    ));
+    let files: Vec<PathBuf> =
+        ["sda", "sdb", "nvme0n1"].iter().map(|n| disk(sb.path(), n, 24 * MIB, 0x99)).collect();
+    let node = json!({"driver_internal_info": {"disk_erasure_concurrency": 3}});
+    let err = step(&m, StepKind::Clean, "erase_devices", &node).await.unwrap_err();
+    assert_eq!(err.kind(), "BlockDeviceEraseError", "{err}");
+    let text = err.to_string();
+    assert!(text.contains("/dev/sdb") && text.contains("No such device"), "{text}");
+    // The others were erased completely.
+    assert!(all_zero(&files[0]) && all_zero(&files[2]));
+    // The stored report records the failure beside the two erased disks.
+    let logs = m.collect_system_logs().await.unwrap();
+    let report: EraseReport = serde_json::from_slice(&logs[0].data).unwrap();
+    report.verify_signature(Some(m.report_key())).unwrap();
+    let outcome = |n: &str| report.devices.iter().find(|d| d.device == n).unwrap().clone();
+    assert_eq!(outcome("/dev/sda").outcome, Outcome::Erased);
+    assert_eq!(outcome("/dev/nvme0n1").outcome, Outcome::Erased);
+    let sdb = outcome("/dev/sdb");
+    assert_eq!(sdb.outcome, Outcome::Failed);
+    assert!(sdb.reason.as_deref().unwrap().contains("No such device"), "{sdb:?}");
+    let findings = check(&report, &CheckOptions::default());
+    assert!(findings.iter().any(|f| !f.ok && f.subject == "/dev/sdb"), "{findings:#?}");
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ pub mod tools;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ipa_core::attest::Sample;
 use ipa_core::events::Progress;
@@ -88,6 +88,9 @@ pub struct ErasePolicy {
     pub zeroize: bool,
     /// `agent_enable_nvme_secure_erase` (true).
     pub nvme: bool,
+    /// `agent_enable_nvme_sanitize` (true; ours): Sanitize (crypto, else block erase) when
+    /// the controller supports it, before IPA's Format NVM.
+    pub nvme_sanitize: bool,
     /// `agent_enable_ata_secure_erase` (true).
     pub ata: bool,
     /// `agent_continue_if_secure_erase_failed` / `agent_continue_if_ata_erase_failed` (false).
@@ -127,6 +130,7 @@ impl ErasePolicy {
             iterations: as_u64(get("agent_erase_devices_iterations")).unwrap_or(1).min(100) as u32,
             zeroize: as_bool(get("agent_erase_devices_zeroize")).unwrap_or(true),
             nvme: as_bool(get("agent_enable_nvme_secure_erase")).unwrap_or(true),
+            nvme_sanitize: as_bool(get("agent_enable_nvme_sanitize")).unwrap_or(true),
             ata: as_bool(get("agent_enable_ata_secure_erase")).unwrap_or(true),
             continue_if_secure_erase_failed: as_bool(get("agent_continue_if_secure_erase_failed"))
                 .or_else(|| as_bool(get("agent_continue_if_ata_erase_failed")))
@@ -212,7 +216,14 @@ pub struct Eraser {
     pub writer: Arc<dyn native::OpenWriter>,
     /// Random verification samples.
     pub samples: usize,
+    /// How often a running NVMe sanitize is polled, and for how long at most.
+    pub sanitize_poll: (Duration, Duration),
 }
+
+/// Default [`Eraser::sanitize_poll`]: every second, for up to 12 hours (an overwrite sanitize
+/// of a large drive takes hours; crypto and block erase take seconds).
+pub const SANITIZE_POLL: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(12 * 3600));
 
 impl std::fmt::Debug for Eraser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -364,15 +375,30 @@ impl Eraser {
         .await
     }
 
-    /// NVMe Format NVM (secure erase setting from Identify Controller), verified by reading
-    /// back. An unsupported format is an error, as IPA.
-    async fn nvme_erase(&self, dev: &str, path: &Path) -> Result<(String, Erasure), EraseError> {
+    /// NVMe Sanitize (crypto, else block erase) when the controller supports it and the node
+    /// allows it, else Format NVM (secure erase setting from Identify Controller), verified by
+    /// reading back. A controller with neither is an error, as IPA.
+    async fn nvme_erase(
+        &self,
+        dev: &str,
+        path: &Path,
+        ctx: Option<&CommandContext>,
+    ) -> Result<(String, Erasure), EraseError> {
         let (admin, p, d) = (self.nvme.clone(), path.to_path_buf(), dev.to_string());
         let id = self
             .blocking(dev, move || {
                 admin.identify_controller(&p).map_err(|e| erase_err(&d, e.to_string()))
             })
             .await?;
+        if let Some(action) = id.sanitize_action().filter(|_| self.policy.nvme_sanitize) {
+            match self.nvme_sanitize(dev, path, id, action, ctx).await {
+                Ok(done) => return Ok(done),
+                Err(e) if id.format() => {
+                    tracing::warn!(device = dev, error = %e, "NVMe sanitize failed; trying Format NVM");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         if !id.format() {
             return Err(erase_err(dev, "the controller does not support Format NVM"));
         }
@@ -393,6 +419,90 @@ impl Eraser {
             samples,
         );
         Ok((format!("nvme format ses={ses} (verified {} bytes changed)", e.verified_bytes()), e))
+    }
+
+    async fn nvme_sanitize(
+        &self,
+        dev: &str,
+        path: &Path,
+        id: nvme::ControllerId,
+        action: nvme::SanitizeAction,
+        ctx: Option<&CommandContext>,
+    ) -> Result<(String, Erasure), EraseError> {
+        let before = self.fingerprint(dev, path).await?;
+        tracing::info!(device = dev, action = action.name(), sanicap = id.sanicap, "NVMe sanitize");
+        let (admin, p, d) = (self.nvme.clone(), path.to_path_buf(), dev.to_string());
+        self.blocking(dev, move || {
+            admin.sanitize(&p, action).map_err(|e| erase_err(&d, e.to_string()))
+        })
+        .await?;
+        let started = Instant::now();
+        let (every, limit) = self.sanitize_poll;
+        let mut polls = 0u64;
+        let status = loop {
+            let (admin, p, d) = (self.nvme.clone(), path.to_path_buf(), dev.to_string());
+            let st = self
+                .blocking(dev, move || {
+                    admin.sanitize_status(&p).map_err(|e| erase_err(&d, e.to_string()))
+                })
+                .await?;
+            polls += 1;
+            if !st.in_progress() {
+                break st;
+            }
+            if let Some(ctx) = ctx {
+                ctx.progress(Progress {
+                    phase: "sanitize".into(),
+                    done: (st.fraction() * 1000.0) as u64,
+                    total: Some(1000),
+                    rate: None,
+                    eta_secs: None,
+                    message: Some(format!("{dev} sanitize ({})", action.name())),
+                });
+            }
+            if started.elapsed() >= limit {
+                return Err(erase_err(
+                    dev,
+                    format!(
+                        "sanitize ({}) still running after {} s; giving up",
+                        action.name(),
+                        limit.as_secs()
+                    ),
+                ));
+            }
+            tokio::time::sleep(every).await;
+        };
+        if !status.succeeded() {
+            return Err(erase_err(
+                dev,
+                format!(
+                    "sanitize ({}) {} (sanitize status {:#06x})",
+                    action.name(),
+                    if status.failed() { "failed" } else { "did not complete" },
+                    status.status
+                ),
+            ));
+        }
+        let samples = self.verify(dev, path, Expect::ChangedFrom(before)).await?;
+        let size = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0)))
+            .unwrap_or(0);
+        let secs = started.elapsed().as_secs_f64();
+        let e = Erasure::new(
+            "nvme_sanitize",
+            json!({"action": action.name(), "sanicap": id.sanicap, "status_polls": polls,
+                   "seconds": (secs * 10.0).round() / 10.0}),
+            size,
+            samples,
+        );
+        Ok((
+            format!(
+                "nvme sanitize {} (verified {} bytes changed)",
+                action.name(),
+                e.verified_bytes()
+            ),
+            e,
+        ))
     }
 
     async fn ata_lines(&self, dev: &str) -> Result<AtaSecurity, EraseError> {
@@ -599,7 +709,7 @@ impl Eraser {
         if self.tools {
             let secure = if name.starts_with("/dev/nvme") {
                 if self.policy.nvme {
-                    self.nvme_erase(name, &path).await.map(Some)
+                    self.nvme_erase(name, &path, ctx).await.map(Some)
                 } else {
                     Ok(None)
                 }
@@ -692,6 +802,6 @@ impl Eraser {
             return Ok(None);
         }
         let path = self.backing(&dev.name)?;
-        self.nvme_erase(&dev.name, &path).await.map(|(_, e)| Some(e))
+        self.nvme_erase(&dev.name, &path, None).await.map(|(_, e)| Some(e))
     }
 }

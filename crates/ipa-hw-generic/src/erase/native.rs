@@ -282,7 +282,7 @@ impl BlockWriter for Target {
 }
 
 /// Opens the [`BlockWriter`] of an overwrite pass.
-pub trait OpenWriter: Send + Sync {
+pub trait OpenWriter: Send + Sync + std::fmt::Debug {
     /// Open `path` for writing.
     fn open(&self, path: &Path) -> std::io::Result<Box<dyn BlockWriter + Send>>;
 }
@@ -335,6 +335,52 @@ impl BlockWriter for Skipping {
         Ok(())
     }
     fn sync(&self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+}
+
+/// A fake opener beside the real one: the device whose file name is `name` disappears after
+/// `after` bytes were written to it (writes then fail with `ENODEV`, as when a disk drops off
+/// the bus); other devices are written normally.
+#[derive(Debug, Clone)]
+pub struct VanishingWriter {
+    /// File name of the device that vanishes (`sdb`).
+    pub name: String,
+    /// Bytes accepted before it vanishes.
+    pub after: u64,
+}
+
+struct Vanishing {
+    inner: Target,
+    after: u64,
+    written: AtomicU64,
+}
+
+impl OpenWriter for VanishingWriter {
+    fn open(&self, path: &Path) -> std::io::Result<Box<dyn BlockWriter + Send>> {
+        let inner = Target::open(path, true)?;
+        if path.file_name().is_some_and(|n| n.to_string_lossy() == self.name) {
+            Ok(Box::new(Vanishing { inner, after: self.after, written: AtomicU64::new(0) }))
+        } else {
+            Ok(Box::new(inner))
+        }
+    }
+}
+
+impl BlockWriter for Vanishing {
+    fn size(&self) -> u64 {
+        self.inner.size
+    }
+    fn write_at(&self, data: &[u8], off: u64) -> std::io::Result<()> {
+        if self.written.fetch_add(data.len() as u64, Ordering::Relaxed) >= self.after {
+            return Err(std::io::Error::from_raw_os_error(libc::ENODEV));
+        }
+        self.inner.write_at(data, off)
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        if self.written.load(Ordering::Relaxed) >= self.after {
+            return Err(std::io::Error::from_raw_os_error(libc::ENODEV));
+        }
         self.inner.sync()
     }
 }

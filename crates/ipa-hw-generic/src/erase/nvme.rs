@@ -1,5 +1,6 @@
-//! NVMe admin commands without nvme-cli: Identify (controller, namespace) and Format NVM
-//! through the kernel's `NVME_IOCTL_ADMIN_CMD` passthrough on the namespace's block device.
+//! NVMe admin commands without nvme-cli: Identify (controller, namespace), Format NVM,
+//! Sanitize and the Sanitize Status log page, through the kernel's `NVME_IOCTL_ADMIN_CMD`
+//! passthrough on the namespace's block device.
 //!
 //! [`NvmeAdmin`] is the narrow seam: [`IoctlNvme`] is the real implementation (one `ioctl(2)`
 //! per command, the same bytes `nvme id-ctrl` / `nvme format` send), [`FakeNvme`] scripts a
@@ -49,6 +50,75 @@ impl ControllerId {
     /// Secure Erase Setting for Format NVM: 2 (cryptographic) or 1 (user data), as IPA.
     pub fn ses(&self) -> u8 {
         if self.crypto() { 2 } else { 1 }
+    }
+    /// The Sanitize action to use: crypto erase (SANICAP bit 0) before block erase (bit 1).
+    /// Overwrite (bit 2) is not chosen: it takes hours and Format does as well.
+    pub fn sanitize_action(&self) -> Option<SanitizeAction> {
+        if self.sanicap & 0x1 != 0 {
+            Some(SanitizeAction::Crypto)
+        } else if self.sanicap & 0x2 != 0 {
+            Some(SanitizeAction::Block)
+        } else {
+            None
+        }
+    }
+}
+
+/// Sanitize Action (CDW10 bits 2:0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SanitizeAction {
+    /// Block erase (2): every user-data block is erased.
+    Block = 2,
+    /// Overwrite (3).
+    Overwrite = 3,
+    /// Crypto erase (4): the media encryption key is changed.
+    Crypto = 4,
+}
+
+impl SanitizeAction {
+    /// `block`, `overwrite`, `crypto`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::Overwrite => "overwrite",
+            Self::Crypto => "crypto",
+        }
+    }
+}
+
+/// The Sanitize Status log page (log id 0x81), the fields erasure reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SanitizeStatus {
+    /// SPROG: progress of the running sanitize, in 65536ths.
+    pub progress: u16,
+    /// SSTAT: bits 2:0 are the status of the most recent sanitize.
+    pub status: u16,
+}
+
+impl SanitizeStatus {
+    /// Parse the first bytes of the log page.
+    pub fn parse(data: &[u8]) -> Option<Self> {
+        let b = data.get(..4)?;
+        Some(Self {
+            progress: u16::from_le_bytes([b[0], b[1]]),
+            status: u16::from_le_bytes([b[2], b[3]]),
+        })
+    }
+    /// A sanitize is running.
+    pub fn in_progress(&self) -> bool {
+        self.status & 0x7 == 2
+    }
+    /// The most recent sanitize completed (with or without deallocation).
+    pub fn succeeded(&self) -> bool {
+        matches!(self.status & 0x7, 1 | 4)
+    }
+    /// The most recent sanitize failed.
+    pub fn failed(&self) -> bool {
+        self.status & 0x7 == 3
+    }
+    /// Progress as a fraction (1.0 when done).
+    pub fn fraction(&self) -> f64 {
+        if self.in_progress() { f64::from(self.progress) / 65536.0 } else { 1.0 }
     }
 }
 
@@ -100,6 +170,11 @@ pub trait NvmeAdmin: Send + Sync + std::fmt::Debug {
     /// Format NVM the namespace `dev` with secure erase setting `ses` (1 user data, 2 crypto),
     /// keeping its LBA format. Blocks until the controller completes.
     fn format(&self, dev: &Path, ses: u8) -> Result<(), NvmeError>;
+    /// Start a Sanitize of the whole controller. Returns once the controller accepted it; it
+    /// runs in the background ([`Self::sanitize_status`]).
+    fn sanitize(&self, dev: &Path, action: SanitizeAction) -> Result<(), NvmeError>;
+    /// Read the Sanitize Status log page.
+    fn sanitize_status(&self, dev: &Path) -> Result<SanitizeStatus, NvmeError>;
 }
 
 /// `struct nvme_passthru_cmd` (linux/nvme_ioctl.h), 72 bytes.
@@ -131,8 +206,11 @@ const _: () = assert!(std::mem::size_of::<PassthruCmd>() == 72);
 nix::ioctl_none!(nvme_ioctl_id, b'N', 0x40);
 nix::ioctl_readwrite!(nvme_ioctl_admin_cmd, b'N', 0x41, PassthruCmd);
 
+const OPC_GET_LOG_PAGE: u8 = 0x02;
 const OPC_IDENTIFY: u8 = 0x06;
 const OPC_FORMAT: u8 = 0x80;
+const OPC_SANITIZE: u8 = 0x84;
+const LID_SANITIZE_STATUS: u32 = 0x81;
 const CNS_NAMESPACE: u32 = 0x00;
 const CNS_CONTROLLER: u32 = 0x01;
 /// Format of a large namespace can take minutes; the kernel's default admin timeout is 60 s.
@@ -227,6 +305,30 @@ impl NvmeAdmin for IoctlNvme {
         };
         Self::admin(&f, dev, "format", &mut cmd)
     }
+
+    fn sanitize(&self, dev: &Path, action: SanitizeAction) -> Result<(), NvmeError> {
+        let f = Self::open(dev)?;
+        let mut cmd =
+            PassthruCmd { opcode: OPC_SANITIZE, cdw10: action as u32, ..Default::default() };
+        Self::admin(&f, dev, "sanitize", &mut cmd)
+    }
+
+    fn sanitize_status(&self, dev: &Path) -> Result<SanitizeStatus, NvmeError> {
+        let f = Self::open(dev)?;
+        let mut page = Box::new(Page([0; 4096]));
+        // 512 bytes: NUMDL = dwords - 1.
+        let mut cmd = PassthruCmd {
+            opcode: OPC_GET_LOG_PAGE,
+            nsid: 0xffff_ffff,
+            addr: page.0.as_mut_ptr() as u64,
+            data_len: 512,
+            cdw10: LID_SANITIZE_STATUS | ((512 / 4 - 1) << 16),
+            ..Default::default()
+        };
+        Self::admin(&f, dev, "sanitize status log", &mut cmd)?;
+        SanitizeStatus::parse(&page.0)
+            .ok_or(NvmeError::Malformed { command: "sanitize status log", path: dev.to_path_buf() })
+    }
 }
 
 /// What [`FakeNvme::format`] does to the backing file.
@@ -240,20 +342,68 @@ pub enum FakeMedia {
     Fail(i32),
 }
 
+/// What [`FakeNvme`]'s sanitize does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FakeSanitize {
+    /// Refuse the command with this status (Invalid Command Opcode is 0x1, as QEMU 7.2).
+    Refuse(i32),
+    /// Report "in progress" for `polls` status reads, then apply the media effect and report
+    /// success (or failure with [`FakeMedia::Fail`]).
+    Complete {
+        /// Status reads that still say "in progress".
+        polls: u32,
+    },
+    /// Stay "in progress" forever.
+    Hang,
+}
+
 /// A scripted controller for tests: fixed Identify data, a media effect, and a call log.
 #[derive(Debug, Clone)]
 pub struct FakeNvme {
     /// What Identify Controller returns.
     pub id: ControllerId,
-    /// What a format does.
+    /// What a format (or a completing sanitize) does.
     pub media: FakeMedia,
+    /// What a sanitize does.
+    pub sanitize: FakeSanitize,
     calls: Arc<Mutex<Vec<String>>>,
+    /// Status reads left before a running sanitize completes (`None`: none running).
+    running: Arc<Mutex<Option<u32>>>,
+    last: Arc<Mutex<u16>>,
 }
 
 impl FakeNvme {
     /// A controller with these capabilities whose format fills the media with `media`.
     pub fn new(id: ControllerId, media: FakeMedia) -> Self {
-        Self { id, media, calls: Arc::default() }
+        Self {
+            id,
+            media,
+            sanitize: FakeSanitize::Refuse(0x1),
+            calls: Arc::default(),
+            running: Arc::default(),
+            last: Arc::default(),
+        }
+    }
+    /// The same, with a sanitize behaviour.
+    pub fn with_sanitize(mut self, sanitize: FakeSanitize) -> Self {
+        self.sanitize = sanitize;
+        self
+    }
+    fn apply_media(&self, dev: &Path, command: &'static str) -> Result<(), NvmeError> {
+        match self.media {
+            FakeMedia::Fill(b) => {
+                let len = std::fs::metadata(dev)
+                    .map_err(|source| NvmeError::Open { path: dev.to_path_buf(), source })?
+                    .len();
+                let len = usize::try_from(len).unwrap_or(0);
+                std::fs::write(dev, vec![b; len])
+                    .map_err(|source| NvmeError::Open { path: dev.to_path_buf(), source })
+            }
+            FakeMedia::Unchanged => Ok(()),
+            FakeMedia::Fail(status) => {
+                Err(NvmeError::Status { command, path: dev.to_path_buf(), status })
+            }
+        }
     }
     /// The commands received, as `identify-controller PATH` / `format PATH ses=N`.
     pub fn calls(&self) -> Vec<String> {
@@ -273,20 +423,42 @@ impl NvmeAdmin for FakeNvme {
     }
     fn format(&self, dev: &Path, ses: u8) -> Result<(), NvmeError> {
         self.log(format!("format {} ses={ses}", dev.display()));
-        match self.media {
-            FakeMedia::Fill(b) => {
-                let len = std::fs::metadata(dev)
-                    .map_err(|source| NvmeError::Open { path: dev.to_path_buf(), source })?
-                    .len();
-                let len = usize::try_from(len).unwrap_or(0);
-                std::fs::write(dev, vec![b; len])
-                    .map_err(|source| NvmeError::Open { path: dev.to_path_buf(), source })
+        self.apply_media(dev, "format")
+    }
+    fn sanitize(&self, dev: &Path, action: SanitizeAction) -> Result<(), NvmeError> {
+        self.log(format!("sanitize {} action={}", dev.display(), action.name()));
+        match self.sanitize {
+            FakeSanitize::Refuse(status) => {
+                Err(NvmeError::Status { command: "sanitize", path: dev.to_path_buf(), status })
             }
-            FakeMedia::Unchanged => Ok(()),
-            FakeMedia::Fail(status) => {
-                Err(NvmeError::Status { command: "format", path: dev.to_path_buf(), status })
+            FakeSanitize::Complete { polls } => {
+                *self.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(polls);
+                Ok(())
+            }
+            FakeSanitize::Hang => {
+                *self.running.lock().unwrap_or_else(|p| p.into_inner()) = Some(u32::MAX);
+                Ok(())
             }
         }
+    }
+    fn sanitize_status(&self, dev: &Path) -> Result<SanitizeStatus, NvmeError> {
+        self.log(format!("sanitize-status {}", dev.display()));
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match *running {
+            Some(0) => {
+                *running = None;
+                *last = if self.apply_media(dev, "sanitize").is_ok() { 1 } else { 3 };
+            }
+            Some(n) => {
+                if n != u32::MAX {
+                    *running = Some(n - 1);
+                }
+                return Ok(SanitizeStatus { progress: 0x8000, status: 2 });
+            }
+            None => {}
+        }
+        Ok(SanitizeStatus { progress: 0, status: *last })
     }
 }
 
@@ -319,6 +491,22 @@ mod tests {
     }
 
     #[test]
+    fn sanitize_capability_and_status_fields() {
+        let id = |sanicap| ControllerId { oacs: 0x2, fna: 0, sanicap };
+        assert_eq!(id(0).sanitize_action(), None, "QEMU 7.2: no sanitize");
+        assert_eq!(id(0x1 | 0x2).sanitize_action(), Some(SanitizeAction::Crypto));
+        assert_eq!(id(0x2).sanitize_action(), Some(SanitizeAction::Block));
+        assert_eq!(id(0x4).sanitize_action(), None, "overwrite only: Format instead");
+        let st = SanitizeStatus::parse(&[0x00, 0x40, 0x02, 0x01]).unwrap();
+        assert!(st.in_progress() && !st.succeeded());
+        assert_eq!(st.fraction(), 0.25);
+        assert!(SanitizeStatus::parse(&[0, 0, 0x01, 0x01]).unwrap().succeeded());
+        assert!(SanitizeStatus::parse(&[0, 0, 0x04, 0]).unwrap().succeeded(), "no-deallocate");
+        assert!(SanitizeStatus::parse(&[0, 0, 0x03, 0]).unwrap().failed());
+        assert_eq!(SanitizeStatus::parse(&[0, 0]), None);
+    }
+
+    #[test]
     fn ioctl_on_a_regular_file_is_a_clear_error() {
         let f = tempfile::NamedTempFile::new().unwrap();
         let err = IoctlNvme.identify_controller(f.path()).unwrap_err();
@@ -326,5 +514,7 @@ mod tests {
         assert!(err.to_string().contains("identify controller on"), "{err}");
         let err = IoctlNvme.format(f.path(), 1).unwrap_err();
         assert!(err.to_string().contains("namespace id on"), "{err}");
+        let err = IoctlNvme.sanitize_status(f.path()).unwrap_err();
+        assert!(err.to_string().contains("sanitize status log on"), "{err}");
     }
 }
