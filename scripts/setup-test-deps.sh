@@ -9,6 +9,7 @@ APT_PKGS=(
   rabbitmq-server                        # real broker for the AMQP transport tests
   gdisk parted fdisk dosfstools mtools xorriso genisoimage  # partition tables, config-drive ISOs
   zstd xz-utils bzip2 qemu-utils         # test images in every format
+  e2fsprogs util-linux                   # mkfs.ext4, mkswap, wipefs: signatures the metadata wipe must remove
   iproute2 curl wrk python3-venv tar
 )
 missing=()

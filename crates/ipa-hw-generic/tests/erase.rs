@@ -688,6 +688,127 @@ async fn a_disk_that_vanishes_mid_erase_fails_alone_and_the_report_says_so() {
     assert!(findings.iter().any(|f| !f.ok && f.subject == "/dev/sdb"), "{findings:#?}");
 }
 
+/// What the media says, without udev: a GPFS GPT partition (made by the real sgdisk), a
+/// VMFS MBR partition and a GFS2 superblock in a partition are found by reading the disk, and
+/// every erase step refuses the disk with IPA's ProtectedDeviceError, keeping every byte.
+#[tokio::test]
+async fn protected_filesystems_are_found_on_the_media_and_refused_by_every_erase_step() {
+    use ipa_hw_generic::erase::native::probe_content;
+    let sb = tempfile::tempdir().unwrap();
+    let m = manager(sb.path(), Some(RunMode::Sandbox { dir: sb.path().into() }));
+    let gpfs = disk(sb.path(), "sda", 16 * MIB, 0x99);
+    let st = std::process::Command::new("sgdisk")
+        .args(["-o", "-n", "1:2048:+4M", "-t", "1:37AFFC90-EF7D-4E96-91C3-2D7AE055B174"])
+        .arg(&gpfs)
+        .output()
+        .expect("sgdisk is needed by this test");
+    assert!(st.status.success(), "{st:?}");
+    let found = probe_content(&gpfs).unwrap();
+    assert_eq!(found.part_types, ["37affc90-ef7d-4e96-91c3-2d7ae055b174"]);
+    // An MBR with a VMFS (0xfb) partition at sector 2048 holding a GFS2 superblock.
+    let vmfs = disk(sb.path(), "sdb", 16 * MIB, 0x99);
+    {
+        let mut f = std::fs::OpenOptions::new().write(true).open(&vmfs).unwrap();
+        let mut mbr = vec![0u8; 512];
+        mbr[446 + 4] = 0xfb;
+        mbr[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+        mbr[446 + 12..446 + 16].copy_from_slice(&8192u32.to_le_bytes());
+        mbr[510..].copy_from_slice(&[0x55, 0xaa]);
+        f.write_all(&mbr).unwrap();
+        f.seek(SeekFrom::Start(2048 * 512 + (64 << 10))).unwrap();
+        f.write_all(&[0x01, 0x16, 0x19, 0x70, 0, 0, 0, 1, 0, 0, 0, 0]).unwrap();
+    }
+    let found = probe_content(&vmfs).unwrap();
+    assert_eq!(found.part_types, ["0xfb"]);
+    assert_eq!(found.fs_types, ["gfs2"]);
+    let plain = disk(sb.path(), "nvme0n1", 4 * MIB, 0x99);
+    assert_eq!(probe_content(&plain).unwrap(), Default::default());
+    let before: Vec<Vec<u8>> = [&gpfs, &vmfs].iter().map(|p| std::fs::read(p).unwrap()).collect();
+    for (name, what) in [("sda", "GPFS"), ("sdb", "VMFS")] {
+        let node = json!({"properties": {"skip_block_devices": [
+            {"name": if name == "sda" { "/dev/sdb" } else { "/dev/sda" }}]}});
+        for stepname in ["erase_devices_metadata", "erase_devices", "erase_devices_express"] {
+            let err = step(&m, StepKind::Clean, stepname, &node).await.unwrap_err();
+            assert_eq!(err.kind(), "ProtectedDeviceError", "{stepname}: {err}");
+            assert!(err.to_string().contains(what), "{stepname}: {err}");
+            assert!(err.to_string().contains("wipe_special_filesystems"), "{err}");
+        }
+    }
+    let after: Vec<Vec<u8>> = [&gpfs, &vmfs].iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert!(before == after, "a protected disk lost bytes");
+    // An unassembled md member (1.2 superblock at 4 KiB) is skipped, not erased: IPA keeps
+    // RAID members out of every erase.
+    let member = disk(sb.path(), "nvme0n1", 4 * MIB, 0x99);
+    {
+        let mut f = std::fs::OpenOptions::new().write(true).open(&member).unwrap();
+        f.seek(SeekFrom::Start(4096)).unwrap();
+        f.write_all(&[0xfc, 0x4e, 0x2b, 0xa9, 1, 0, 0, 0]).unwrap();
+    }
+    assert_eq!(probe_content(&member).unwrap().fs_types, ["linux_raid_member"]);
+    let node =
+        json!({"properties": {"skip_block_devices": [{"name": "/dev/sda"}, {"name": "/dev/sdb"}]}});
+    let mut out = step(&m, StepKind::Clean, "erase_devices", &node).await.unwrap();
+    out.as_object_mut().unwrap().remove("erase_report");
+    assert_eq!(out, json!({"/dev/nvme0n1": "skipped"}));
+    assert_eq!(read_at(&member, 0, 1), [0x99]);
+    // The operator's explicit override wipes it.
+    let node = json!({"driver_internal_info": {"wipe_special_filesystems": false},
+                      "properties": {"skip_block_devices": [{"name": "/dev/sdb"}]}});
+    step(&m, StepKind::Clean, "erase_devices_metadata", &node).await.unwrap();
+    assert!(probe_content(&gpfs).unwrap().part_types.is_empty());
+}
+
+/// The native metadata wipe alone (no wipefs: sandbox mode runs no tools) leaves nothing the
+/// real `wipefs` recognises, for signatures made by the real tools.
+#[tokio::test]
+async fn native_metadata_wipe_leaves_nothing_wipefs_recognises() {
+    let sb = tempfile::tempdir().unwrap();
+    let m = manager(sb.path(), Some(RunMode::Sandbox { dir: sb.path().into() }));
+    let run = |prog: &str, args: &[&str]| {
+        let out = std::process::Command::new(prog)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{prog} is needed by this test: {e}"));
+        assert!(out.status.success(), "{prog} {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let iso_dir = sb.path().join("iso");
+    std::fs::create_dir_all(&iso_dir).unwrap();
+    std::fs::write(iso_dir.join("a.txt"), "x").unwrap();
+    let iso = sb.path().join("x.iso");
+    run(
+        "genisoimage",
+        &["-quiet", "-V", "config-2", "-o", iso.to_str().unwrap(), iso_dir.to_str().unwrap()],
+    );
+    for (label, size) in [
+        ("ext4", 80 * MIB),
+        ("vfat", 80 * MIB),
+        ("swap", 8 * MIB),
+        ("iso9660", 8 * MIB),
+        ("gpt", 8 * MIB),
+    ] {
+        let p = disk(sb.path(), "sda", size, 0);
+        let f = p.to_str().unwrap();
+        match label {
+            "ext4" => drop(run("mkfs.ext4", &["-q", "-F", f])),
+            "vfat" => drop(run("mkfs.vfat", &[f])),
+            "swap" => drop(run("mkswap", &[f])),
+            "iso9660" => {
+                let data = std::fs::read(&iso).unwrap();
+                let mut out = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+                out.write_all(&data).unwrap();
+            }
+            _ => drop(run("sgdisk", &["-o", "-n", "1:2048:+2M", f])),
+        }
+        let before = run("wipefs", &["--no-act", f]);
+        assert!(!before.trim().is_empty(), "{label}: wipefs sees no signature to begin with");
+        let node = json!({"properties": {"skip_block_devices": [{"name": "/dev/sdb"}, {"name": "/dev/nvme0n1"}]}});
+        step(&m, StepKind::Clean, "erase_devices_metadata", &node).await.unwrap();
+        let after = run("wipefs", &["--no-act", f]);
+        assert!(after.trim().is_empty(), "{label}: left behind:\n{after}\n(before:\n{before})");
+    }
+}
+
 #[tokio::test]
 async fn metadata_erase_zeroes_both_ends_and_keeps_the_middle() {
     let sb = tempfile::tempdir().unwrap();

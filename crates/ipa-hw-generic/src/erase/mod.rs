@@ -244,9 +244,29 @@ fn seed() -> u64 {
 }
 
 impl Eraser {
-    /// Facts about a device.
+    /// Facts about a device: what sysfs and udev know, joined with what the media itself
+    /// says ([`native::probe_content`]: partition types, GFS2, md superblocks). The ramdisk
+    /// has no udev; guards that only trusted udev would be blind there.
     pub fn facts(&self, dev: &str) -> EraseFacts {
-        self.machine.erase_facts(dev)
+        let mut facts = self.machine.erase_facts(dev);
+        let path = self.mode.device_path(dev);
+        if path.exists() {
+            match native::probe_content(&path) {
+                Ok(p) => {
+                    if facts.fs_type.is_none()
+                        && p.fs_types.iter().any(|f| f == "linux_raid_member")
+                    {
+                        facts.fs_type = Some("linux_raid_member".into());
+                    }
+                    facts.part_types.extend(p.part_types);
+                    facts.fs_types.extend(p.fs_types);
+                }
+                Err(e) => {
+                    tracing::warn!(device = dev, error = %e, "cannot read the device's labels")
+                }
+            }
+        }
+        facts
     }
 
     /// Skip reason (vmedia, RAID member, read-only when allowed), or an error for a
@@ -270,11 +290,13 @@ impl Eraser {
         Ok(None)
     }
 
-    /// IPA's `safety_check_block_device`: refuse GPFS, VMFS and GFS2.
+    /// IPA's `safety_check_block_device`: refuse GPFS, VMFS and GFS2 (from [`Self::facts`],
+    /// which reads the media as well as udev).
     pub fn safety_check(&self, dev: &str, facts: &EraseFacts) -> Result<(), EraseError> {
         if !self.policy.guard_special {
             return Ok(());
         }
+
         let protected = |reason: &str| EraseError::Protected {
             device: dev.to_string(),
             reason: format!(

@@ -674,12 +674,21 @@ pub fn verify(
 /// Byte ranges a metadata wipe zeroes on a device of `size` bytes with `sector`-byte logical
 /// sectors: IPA's 33 (512 B) / 5 (4 KiB) sectors at both ends, the GPT partition-entry arrays
 /// and the backup header named by a primary GPT header (even when the device was resized and
-/// the backup is no longer at the end), the btrfs superblock (64 KiB) and the md 0.90
-/// superblock (last 64 KiB-aligned 64 KiB). Sorted, merged, clamped to the device.
+/// the backup is no longer at the end), the btrfs superblock (64 KiB), the md 0.90
+/// superblock (last 64 KiB-aligned 64 KiB; 1.0–1.2 are inside the ends), the ISO 9660
+/// descriptors (32 KiB) and, on devices of 64 MiB or more, the ZFS labels (512 KiB at each
+/// end; they also cover LVM, bcache and LUKS headers). Sorted, merged, clamped to the device.
 pub fn metadata_regions(size: u64, sector: u64, gpt_header: Option<&[u8]>) -> Vec<Range<u64>> {
     let count = if sector >= 4096 { 5 } else { 33 };
     let edge = (sector * count).min(size);
     let mut v = vec![0..edge, size - edge..size, 64 << 10..(64 << 10) + 4096];
+    // ISO 9660 volume descriptors (32 KiB..), and ZFS's four 256 KiB vdev labels (two at
+    // each end) on anything big enough to hold a pool.
+    v.push(32 << 10..40 << 10);
+    if size >= 64 << 20 {
+        v.push(0..512 << 10);
+        v.push(size - (512 << 10)..size);
+    }
     let md = (size & !((64 << 10) - 1)).saturating_sub(64 << 10);
     v.push(md..md + (64 << 10));
     if let Some(h) = gpt_header.filter(|h| h.len() >= 92 && &h[..8] == b"EFI PART") {
@@ -707,6 +716,107 @@ pub fn metadata_regions(size: u64, sector: u64, gpt_header: Option<&[u8]>) -> Ve
         }
     }
     out
+}
+
+/// What [`probe_content`] found on a device by reading it (no udev needed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContentProbe {
+    /// Partition type GUIDs (lower case) of the GPT, and `0xNN` types of the MBR.
+    pub part_types: Vec<String>,
+    /// Filesystems recognised at the start of the device or of a partition (`gfs2`).
+    pub fs_types: Vec<String>,
+}
+
+fn guid(b: &[u8]) -> String {
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{}",
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        u16::from_le_bytes([b[4], b[5]]),
+        u16::from_le_bytes([b[6], b[7]]),
+        b[8],
+        b[9],
+        b[10..16].iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
+/// Read the partition table(s) of `path` (GPT with 512 B or 4 KiB sectors, else the MBR),
+/// look for md RAID superblocks (0.90, 1.0, 1.1, 1.2) and for a GFS2 superblock at the
+/// device's and each partition's start + 64 KiB. What IPA
+/// asks `lsblk` (i.e. udev) for, read from the media itself: the ramdisk has no udev.
+pub fn probe_content(path: &Path) -> std::io::Result<ContentProbe> {
+    let f = File::open(path)?;
+    let size = f.metadata()?.len().max({
+        let mut g = &f;
+        g.seek(SeekFrom::End(0))?
+    });
+    let read = |off: u64, len: usize| -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        match f.read_exact_at(&mut buf, off) {
+            Ok(()) => buf,
+            Err(_) => Vec::new(),
+        }
+    };
+    let mut out = ContentProbe::default();
+    let mut starts: Vec<u64> = vec![0];
+    let mut gpt = false;
+    for sector in [512u64, 4096] {
+        let h = read(sector, 92);
+        if h.len() < 92 || &h[..8] != b"EFI PART" {
+            continue;
+        }
+        gpt = true;
+        let entries_lba = u64::from_le_bytes(h[72..80].try_into().unwrap_or([0; 8]));
+        let count = u32::from_le_bytes(h[80..84].try_into().unwrap_or([0; 4])).min(1024);
+        let esize = u32::from_le_bytes(h[84..88].try_into().unwrap_or([0; 4]));
+        if !(128..=4096).contains(&esize) {
+            break;
+        }
+        let table = read(entries_lba * sector, (count * esize) as usize);
+        for e in table.chunks(esize as usize) {
+            if e.len() < 48 || e[..16].iter().all(|b| *b == 0) {
+                continue;
+            }
+            out.part_types.push(guid(&e[..16]));
+            starts.push(u64::from_le_bytes(e[32..40].try_into().unwrap_or([0; 8])) * sector);
+        }
+        break;
+    }
+    if !gpt {
+        let mbr = read(0, 512);
+        if mbr.len() == 512 && mbr[510] == 0x55 && mbr[511] == 0xaa {
+            for i in 0..4 {
+                let e = &mbr[446 + 16 * i..446 + 16 * (i + 1)];
+                if e[4] != 0 && e[4] != 0xee {
+                    out.part_types.push(format!("0x{:02x}", e[4]));
+                    starts.push(u64::from(u32::from_le_bytes([e[8], e[9], e[10], e[11]])) * 512);
+                }
+            }
+        }
+    }
+    // Linux md superblocks: 0.90 in the last 64 KiB-aligned 64 KiB, 1.0 8 KiB from the end
+    // (4 KiB aligned), 1.1 at 0, 1.2 at 4 KiB; magic 0xa92b4efc little-endian.
+    let md_at = [
+        (size & !((64 << 10) - 1)).saturating_sub(64 << 10),
+        (size.saturating_sub(8 << 10)) & !4095,
+        0,
+        4096,
+    ];
+    if size >= 128 << 10 && md_at.iter().any(|o| read(*o, 4) == [0xfc, 0x4e, 0x2b, 0xa9]) {
+        out.fs_types.push("linux_raid_member".into());
+    }
+    for start in starts {
+        // GFS2: struct gfs2_meta_header at 64 KiB, big-endian magic 0x01161970, type 1 (SB).
+        let sb = read(start + (64 << 10), 12);
+        if start < size
+            && sb.len() == 12
+            && sb[..4] == [0x01, 0x16, 0x19, 0x70]
+            && sb[4..8] == [0, 0, 0, 1]
+            && !out.fs_types.iter().any(|f| f == "gfs2")
+        {
+            out.fs_types.push("gfs2".into());
+        }
+    }
+    Ok(out)
 }
 
 /// Zero the metadata regions of `path`, flush, and read them back. Returns one sample per
@@ -782,9 +892,13 @@ mod tests {
         assert!(covers(1_000_000 * 512 - 32 * 512, 1_000_001 * 512), "{r:?}");
         assert!(covers(64 << 10, (64 << 10) + 4096));
         // 4 KiB sectors: 5 sectors each end.
-        let r4 = metadata_regions(1 << 30, 4096, None);
+        let r4 = metadata_regions(32 << 20, 4096, None);
         assert_eq!(r4[0], 0..5 * 4096);
-        assert_eq!(r4.last().unwrap().end, 1 << 30);
+        // ZFS labels at both ends of a big device.
+        let big = metadata_regions(1 << 30, 4096, None);
+        assert_eq!(big[0], 0..512 << 10);
+        assert_eq!(*big.last().unwrap(), (1 << 30) - (512 << 10)..1 << 30);
+        assert_eq!(r4.last().unwrap().end, 32 << 20);
         // Tiny device is clamped.
         assert_eq!(metadata_regions(4096, 512, None), vec![0..4096]);
     }
