@@ -14,13 +14,15 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::mount::MsFlags;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 
 use crate::cmdline::{BootConfig, Cmdline, IpParam, StaticIp};
 use crate::modules::{
-    Coldplug, FinitModuleLoader, ModuleIndex, Report, parse_module_list_split, scan_modaliases,
+    Coldplug, FinitModuleLoader, ModuleIndex, NetworkFirst, Report, parse_module_list_split,
+    scan_devices, scan_modaliases,
 };
 use crate::net::{self, Assignment, Dhcp6Client, NetWait, NicConfig, Stage, Tool, WaitFor};
 use crate::power::PowerAction;
@@ -134,16 +136,34 @@ fn boot(set: &SigSet) -> Result<Never, crate::Error> {
     let sfd = SignalFd::with_flags(set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| crate::Error::sys("signalfd", e))?;
 
-    // 2. Kernel modules.
-    let (coldplug, background) = load_modules(&release, &cfg);
-    mount_late();
+    // 2. Kernel modules: the network controllers' drivers now, the others on a thread.
+    let modules = load_network_drivers(&release, &cfg);
+    let mut init = Init::new(cfg, sfd, None);
+    match modules {
+        None => mount_late(),
+        Some(m) => match ModulesThread::start(m, init.cfg.modules.clone()) {
+            Ok(t) => init.modules = Some(t),
+            Err((c, background)) => {
+                init.coldplug = Some(c);
+                init.background = background;
+            }
+        },
+    }
 
-    // 3. Network (continues in the event loop).
-    let mut init = Init::new(cfg, sfd, coldplug);
-    init.background = background;
-    init.start_network();
+    // 3. Network (continues in the event loop): now when phase 1 brought a wired NIC, else
+    // once the other modules are loaded (a NIC that is not a PCI network controller).
+    if init.modules.is_none()
+        || init.cfg.net.is_off()
+        || !net::discover_wired_nics(Path::new("/sys")).is_empty()
+    {
+        init.start_network();
+    } else {
+        say!("no wired NIC yet: the network starts once the other modules are loaded");
+        init.net_deferred = true;
+    }
 
-    // 4.-6. Agent, reaping, power: the event loop.
+    // 4.-6. Agent (once the network is ready and the modules are loaded), reaping, power:
+    // the event loop.
     init.event_loop()
 }
 
@@ -252,23 +272,35 @@ fn print_wrapped(prefix: &str, items: &[String]) {
     }
 }
 
-fn load_modules(
-    release: &str,
-    cfg: &BootConfig,
-) -> (Option<Coldplug<FinitModuleLoader>>, Option<BackgroundModules>) {
+/// Kernel modules between the two loading phases: what [`load_network_drivers`] leaves for
+/// [`load_other_modules`].
+struct Modules {
+    c: Coldplug<FinitModuleLoader>,
+    uevents: Option<UeventSocket>,
+    /// Modaliases seen so far (the sysfs walk, phase 1's uevents) that are not network
+    /// devices'.
+    rest: Vec<String>,
+    /// How many devices the sysfs walk found.
+    devices: usize,
+    t0: Instant,
+}
+
+/// Phase 1 of module loading: the drivers of the network controllers (PCI class 0x02) and of
+/// the devices they create (virtio_pci's `virtio0` under a virtio-net function gets
+/// virtio_net), until every controller has a network interface, so DHCP can start while
+/// [`load_other_modules`] loads the rest. None when there is no module index.
+fn load_network_drivers(release: &str, cfg: &BootConfig) -> Option<Modules> {
     let dir = PathBuf::from("/lib/modules").join(release);
     let index = match ModuleIndex::load(&dir) {
         Ok(i) => i,
         Err(e) => {
             say!("warning: {e}; no modules loaded");
-            return (None, None);
+            return None;
         }
     };
     let t0 = Instant::now();
     say!("modules: {} in {}", index.len(), dir.display());
     let mut c = Coldplug::new(index, FinitModuleLoader::default(), cfg.modules.clone());
-    let devices = Path::new("/sys/devices");
-    let mut pass = 1;
     // Opened before the sysfs walk, so a device that appears during it is seen by one or the
     // other (a module found twice is loaded once).
     let uevents = match UeventSocket::open() {
@@ -278,14 +310,73 @@ fn load_modules(
             None
         }
     };
-    let aliases = scan_modaliases(devices, SYSFS_DEPTH);
-    let r = c.coldplug(&aliases);
-    say!("coldplug pass 1: {} devices, {} modules", aliases.len(), r.loaded.len());
+    let devices = scan_devices(Path::new("/sys/devices"), SYSFS_DEPTH);
+    let mut first = NetworkFirst::default();
+    let (net, mut rest) = first.split(&devices);
+    if !net.is_empty() {
+        let r = c.coldplug(&net);
+        say!(
+            "network drivers: {} controllers, {} modules: {}",
+            first.roots().len(),
+            r.loaded.len(),
+            r.loaded.join(" ")
+        );
+        print_report("coldplug", &r);
+    }
+    // The devices those drivers created announce themselves (virtio0 under a virtio-net
+    // function); their drivers are loaded as soon as their event is read, the others'
+    // events are kept for phase 2. Done when every controller has an interface, or when a
+    // quiet window brings nothing (a controller without a working driver).
+    if let Some(u) = uevents.as_ref().filter(|_| !first.roots().is_empty()) {
+        let until = Instant::now() + UEVENT_MAX;
+        while !first.all_have_netdev(Path::new("/sys")) && Instant::now() < until {
+            match u.poll_devices(UEVENT_QUIET) {
+                Ok((_, 0)) => break,
+                Ok((found, _)) => {
+                    let (net, other) = first.split(&found);
+                    for m in other {
+                        if !rest.contains(&m) {
+                            rest.push(m);
+                        }
+                    }
+                    if net.is_empty() {
+                        continue;
+                    }
+                    let r = c.coldplug(&net);
+                    if !r.loaded.is_empty() {
+                        say!("network drivers: {} modules: {}", r.loaded.len(), r.loaded.join(" "));
+                    }
+                    print_report("coldplug", &r);
+                }
+                Err(e) => {
+                    // Events may be lost: phase 2 walks sysfs again.
+                    say!("warning: uevents: {e}");
+                    rest = scan_modaliases(Path::new("/sys/devices"), SYSFS_DEPTH);
+                    break;
+                }
+            }
+        }
+    }
+    Some(Modules { c, uevents, rest, devices: devices.len(), t0 })
+}
+
+/// Phase 2 of module loading: every other device's driver (coldplug), the foreground names
+/// of the module list, then uevent rounds (or sysfs passes) until nothing new loads; mounts
+/// efivarfs. Returns the coldplug state and the background loader to start with the agent.
+fn load_other_modules(
+    m: Modules,
+    plan: &crate::cmdline::ModulePlan,
+) -> (Coldplug<FinitModuleLoader>, Option<BackgroundModules>) {
+    let Modules { mut c, uevents, rest, devices, t0 } = m;
+    let sysfs_devices = Path::new("/sys/devices");
+    let mut pass = 1;
+    let r = c.coldplug(&rest);
+    say!("coldplug pass 1: {devices} devices, {} modules", r.loaded.len());
     print_report("coldplug", &r);
 
     let (mut names, background) =
         sys::read(MODULE_LIST).map(|t| parse_module_list_split(&t)).unwrap_or_default();
-    names.extend(cfg.modules.extra.iter().cloned());
+    names.extend(plan.extra.iter().cloned());
     if !names.is_empty() {
         let r = c.load_names(&names);
         say!("module list: {} names, {} modules", names.len(), r.loaded.len());
@@ -316,7 +407,7 @@ fn load_modules(
     while pass < MAX_COLDPLUG_PASSES && last_loaded {
         pass += 1;
         std::thread::sleep(SETTLE);
-        let aliases = scan_modaliases(devices, SYSFS_DEPTH);
+        let aliases = scan_modaliases(sysfs_devices, SYSFS_DEPTH);
         let r = c.coldplug(&aliases);
         say!("coldplug pass {pass}: {} devices, {} modules", aliases.len(), r.loaded.len());
         print_report("coldplug", &r);
@@ -324,13 +415,56 @@ fn load_modules(
     }
     say!("loaded {} modules in {} ms", c.loaded.len(), t0.elapsed().as_millis());
     print_wrapped("modules: ", &c.loaded);
+    mount_late();
     let background = (!background.is_empty() || uevents.is_some()).then(|| BackgroundModules {
         index: c.index.clone(),
-        plan: cfg.modules.clone(),
+        plan: plan.clone(),
         names: background,
         uevents,
     });
-    (Some(c), background)
+    (c, background)
+}
+
+/// Phase 2 of module loading on a thread of its own, so the network comes up meanwhile.
+/// The thread drops `done` (the write end of a pipe) when it finishes, which the event loop
+/// sees as a hang-up on the read end.
+struct ModulesThread {
+    handle: std::thread::JoinHandle<(Coldplug<FinitModuleLoader>, Option<BackgroundModules>)>,
+    done: OwnedFd,
+}
+
+impl ModulesThread {
+    /// Start phase 2, or run it here when no thread (or pipe) can be made.
+    fn start(
+        m: Modules,
+        plan: crate::cmdline::ModulePlan,
+    ) -> Result<Self, (Coldplug<FinitModuleLoader>, Option<BackgroundModules>)> {
+        let (read, write) = match nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK) {
+            Ok(p) => p,
+            Err(e) => {
+                say!("warning: pipe: {e}; loading the other modules before the network");
+                return Err(load_other_modules(m, &plan));
+            }
+        };
+        // The thread needs the Modules back if it cannot start: hand them over through a slot.
+        let slot = Arc::new(std::sync::Mutex::new(Some(m)));
+        let theirs = slot.clone();
+        let fallback_plan = plan.clone();
+        let spawned = std::thread::Builder::new().name("coldplug".into()).spawn(move || {
+            let m = theirs.lock().ok().and_then(|mut g| g.take()).expect("modules handed over");
+            let out = load_other_modules(m, &plan);
+            drop(write);
+            out
+        });
+        match spawned {
+            Ok(handle) => Ok(ModulesThread { handle, done: read }),
+            Err(e) => {
+                say!("warning: no coldplug thread ({e}); loading the other modules first");
+                let m = slot.lock().ok().and_then(|mut g| g.take()).expect("not taken");
+                Err(load_other_modules(m, &fallback_plan))
+            }
+        }
+    }
 }
 
 /// The module list's `background` names, loaded by a thread of their own once the agent has
@@ -489,6 +623,15 @@ struct Init {
     coldplug: Option<Coldplug<FinitModuleLoader>>,
     /// Started right after the agent.
     background: Option<BackgroundModules>,
+    /// Phase 2 of module loading, while it runs: the agent waits for it.
+    modules: Option<ModulesThread>,
+    /// No wired NIC after phase 1: [`Init::start_network`] runs when phase 2 is done.
+    net_deferred: bool,
+    /// The network wait was reported as over (the agent may still wait for modules).
+    net_ready_said: bool,
+    /// Changes in [`net::RUN_DIR`] (a hook wrote a lease file) until the agent starts: the
+    /// network wait is checked at once instead of at the next tick.
+    lease_watch: Option<Inotify>,
     tools: Tools,
     phase: Phase,
     net_started: Instant,
@@ -513,6 +656,10 @@ impl Init {
             log: None,
             coldplug,
             background: None,
+            modules: None,
+            net_deferred: false,
+            net_ready_said: false,
+            lease_watch: None,
             tools: Tools { ip: None, udhcpc: None, dhcp6: None, dhcpcd_without_files: false },
             net_started: now,
             assignment: Assignment {
@@ -538,6 +685,16 @@ impl Init {
             say!("network: ip=off, not configuring any NIC");
             return;
         }
+        self.lease_watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .and_then(|w| {
+                w.add_watch(
+                    net::RUN_DIR,
+                    AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
+                )
+                .map(|_| w)
+            })
+            .map_err(|e| say!("warning: inotify on {}: {e}; leases seen by polling", net::RUN_DIR))
+            .ok();
         self.tools = Tools::find();
         if self.tools.udhcpc.is_none() {
             say!("warning: no udhcpc (busybox): DHCPv4 unavailable");
@@ -892,7 +1049,8 @@ impl Init {
             ..CommandSpec::new(&agent.path, agent.args.clone())
         };
         say!("starting {} (log {AGENT_LOG})", spec.display());
-        self.sup.add("agent", spec, RestartPolicy::AGENT, Instant::now());
+        let now = Instant::now();
+        self.sup.add("agent", spec, RestartPolicy::AGENT, now);
         if let Some(b) = self.background.take() {
             b.spawn();
         }
@@ -926,12 +1084,18 @@ impl Init {
         let ready = self.check_addresses();
         if let Phase::NetWait { deadline } = self.phase {
             let elapsed = self.net_started.elapsed().as_secs_f64();
-            if ready || now >= deadline {
-                if ready {
-                    if self.assignment.wait != WaitFor::Nothing {
-                        say!("network ready in {elapsed:.1} s");
-                    }
-                } else {
+            let waiting_for_modules = self.modules.is_some() || self.net_deferred;
+            if ready && !self.net_ready_said && !self.net_deferred {
+                self.net_ready_said = true;
+                if self.assignment.wait != WaitFor::Nothing {
+                    say!(
+                        "network ready in {elapsed:.1} s{}",
+                        if waiting_for_modules { "; waiting for the other modules" } else { "" }
+                    );
+                }
+            }
+            if agent_may_start(ready, now >= deadline, waiting_for_modules) {
+                if !ready {
                     let what = match &self.assignment.wait {
                         WaitFor::Nic(n) => n.clone(),
                         _ => "any wired NIC".into(),
@@ -944,6 +1108,7 @@ impl Init {
                     self.configure(&c);
                 }
                 self.phase = Phase::Running;
+                self.lease_watch = None;
                 self.start_agent();
             }
         }
@@ -952,6 +1117,24 @@ impl Init {
             Phase::Running => Duration::from_secs(2),
         };
         self.next_tick = now + period;
+    }
+
+    /// Phase 2 of module loading finished: take its results, start a deferred network.
+    fn modules_finished(&mut self) {
+        let Some(t) = self.modules.take() else { return };
+        drop(t.done);
+        match t.handle.join() {
+            Ok((c, background)) => {
+                self.coldplug = Some(c);
+                self.background = background;
+            }
+            Err(_) => say!("warning: the coldplug thread panicked: modules may be missing"),
+        }
+        if self.net_deferred {
+            self.net_deferred = false;
+            self.start_network();
+        }
+        self.next_tick = Instant::now();
     }
 
     fn event_loop(mut self) -> Result<Never, crate::Error> {
@@ -970,19 +1153,28 @@ impl Init {
             let timeout = wake.saturating_duration_since(Instant::now());
             let timeout = PollTimeout::try_from(timeout.as_millis().min(2000) as i32 + 1)
                 .unwrap_or(PollTimeout::MAX);
-            let (sig_ready, log_ready) = {
+            let (sig_ready, log_ready, modules_ready, lease_ready) = {
                 let mut fds = vec![PollFd::new(self.sfd.as_fd(), PollFlags::POLLIN)];
-                if let Some(l) = &self.log {
-                    fds.push(PollFd::new(l.read.as_fd(), PollFlags::POLLIN));
-                }
-                match poll(&mut fds, timeout) {
-                    Ok(_) => (
-                        fds[0].any().unwrap_or(false),
-                        fds.get(1).and_then(|f| f.any()).unwrap_or(false),
-                    ),
-                    Err(_) => (false, false),
-                }
+                let log_i = poll_slot(&mut fds, self.log.as_ref().map(|l| l.read.as_fd()));
+                let modules_i = poll_slot(&mut fds, self.modules.as_ref().map(|m| m.done.as_fd()));
+                let lease_i = poll_slot(&mut fds, self.lease_watch.as_ref().map(|w| w.as_fd()));
+                let ok = poll(&mut fds, timeout).is_ok();
+                let any = |i: Option<usize>| {
+                    ok && i.and_then(|i| fds.get(i)).and_then(|f| f.any()).unwrap_or(false)
+                };
+                (any(Some(0)), any(log_i), any(modules_i), any(lease_i))
             };
+            if modules_ready {
+                self.modules_finished();
+            }
+            if lease_ready && let Some(w) = &self.lease_watch {
+                while let Ok(events) = w.read_events() {
+                    if events.is_empty() {
+                        break;
+                    }
+                }
+                self.next_tick = Instant::now();
+            }
             if log_ready && let Some(l) = &mut self.log {
                 l.drain();
             }
@@ -1097,8 +1289,25 @@ impl Init {
     }
 }
 
-/// A static `ip=` without an interface and without a boot NIC picks the first NIC with
-/// carrier.
+/// Add `fd` (if any) to `fds` for reading; its index.
+fn poll_slot<'a>(
+    fds: &mut Vec<PollFd<'a>>,
+    fd: Option<std::os::fd::BorrowedFd<'a>>,
+) -> Option<usize> {
+    fd.map(|fd| {
+        fds.push(PollFd::new(fd, PollFlags::POLLIN));
+        fds.len() - 1
+    })
+}
+
+/// Whether the agent may start: the network is ready (or its wait timed out) and the
+/// modules are all loaded. The agent's inventory (inspection runs before the lookup) lists
+/// the disks and NICs, so it never starts before the storage and NIC drivers are in, even
+/// when DHCP was faster.
+fn agent_may_start(net_ready: bool, net_timed_out: bool, waiting_for_modules: bool) -> bool {
+    (net_ready || net_timed_out) && !waiting_for_modules
+}
+
 /// `pid (comm)` of every user-space process but init (kernel threads have no cmdline).
 fn user_processes() -> Vec<String> {
     let mut out = Vec::new();
@@ -1114,4 +1323,19 @@ fn user_processes() -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::agent_may_start;
+
+    #[test]
+    fn the_agent_waits_for_the_modules_even_when_the_lease_came_first() {
+        // (network ready, network wait timed out, modules still loading) -> may start
+        assert!(!agent_may_start(true, false, true), "lease before the storage drivers");
+        assert!(!agent_may_start(false, true, true), "timeout before the storage drivers");
+        assert!(!agent_may_start(false, false, false), "modules done, no address yet");
+        assert!(agent_may_start(true, false, false));
+        assert!(agent_may_start(false, true, false), "no address in time: start anyway");
+    }
 }

@@ -8,16 +8,24 @@
 //!    debugfs), makes sure fds 0-2 and the basic device nodes exist;
 //! 2. loads kernel modules natively — `modules.alias`/`modules.dep`/`modules.builtin` are
 //!    parsed here, every `modalias` under `/sys/devices` is matched (coldplug) and the
-//!    modules are inserted after their dependencies with `finit_module(2)`; then the fixed
-//!    list `/etc/ipa-init/modules`; coldplug passes repeat until one loads nothing (at most 5);
-//!    efivarfs is mounted when the machine booted with UEFI;
-//! 3. brings `lo` and every wired NIC up and runs busybox `udhcpc` on them, and for DHCPv6
-//!    busybox `udhcpc6` when present, else dhcpcd in IPv6-only mode (SLAAC comes from the
-//!    kernel), or applies a static `ip=` from the kernel command line, and waits (bounded by
-//!    `ipa-init.net_timeout=`) for the boot NIC
-//!    (`BOOTIF=`) or any wired NIC to get a global address;
-//! 4. starts and supervises the agent (restart with 1 s → 30 s backoff), its output going to
-//!    the console and to `/run/ipa-agent.log`; optionally a debug shell (`ipa-init.shell=1`);
+//!    modules are inserted after their dependencies with `finit_module(2)` — in two phases:
+//!    first the drivers of the network controllers (PCI base class 0x02) and of the devices
+//!    they create (virtio_pci's `virtio0` below a virtio-net function gets virtio_net), until
+//!    each controller has an interface; then, on a thread of its own while the network comes
+//!    up, every other device's driver, the fixed list `/etc/ipa-init/modules`, and rounds of
+//!    kernel uevents (without a uevent socket: sysfs passes, at most 5) until one loads
+//!    nothing; efivarfs is mounted when the machine booted with UEFI;
+//! 3. brings `lo` and every wired NIC up, waits (at most 3 s) for carrier on one, and runs
+//!    busybox `udhcpc` on them, and for DHCPv6 busybox `udhcpc6` when present, else dhcpcd in
+//!    IPv6-only mode (SLAAC comes from the kernel), or applies a static `ip=` from the kernel
+//!    command line, and waits (bounded by `ipa-init.net_timeout=`) for the boot NIC
+//!    (`BOOTIF=`) or any wired NIC to get a global address. When phase 1 found no wired NIC
+//!    (a NIC that is not a PCI network controller), this starts after phase 2;
+//! 4. starts and supervises the agent once the network wait is over *and* phase 2 is done
+//!    (the agent's inventory lists the disks: they must all be there), restarting it with
+//!    1 s → 30 s backoff, its output going to the console and to `/run/ipa-agent.log`; then
+//!    loads the module list's `background` names on a thread that stays as the hotplug
+//!    loader; optionally a debug shell (`ipa-init.shell=1`);
 //! 5. reaps every child, orphans included;
 //! 6. powers the machine off, reboots or halts on request.
 //!

@@ -277,10 +277,29 @@ impl ModuleIndex {
     }
 }
 
+/// A device that has a modalias: its path as uevents name it (`/devices/pci0000:00/...`,
+/// relative to the sysfs root) and the modalias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAlias {
+    pub devpath: String,
+    pub modalias: String,
+}
+
 /// Read every `modalias` file under `devices` (normally `/sys/devices`), not following
 /// symlinks, at most `max_depth` directories deep. Sorted, without duplicates.
 pub fn scan_modaliases(devices: &Path, max_depth: usize) -> Vec<String> {
-    fn walk(dir: &Path, depth: usize, max: usize, out: &mut Vec<String>) {
+    let mut out: Vec<String> =
+        scan_devices(devices, max_depth).into_iter().map(|d| d.modalias).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// [`scan_modaliases`] with each modalias's device: `devpath` is `/devices/...` (the
+/// directory holding the `modalias` file, below `devices`), as in a uevent's `DEVPATH`.
+/// In directory order.
+pub fn scan_devices(devices: &Path, max_depth: usize) -> Vec<DeviceAlias> {
+    fn walk(dir: &Path, rel: &str, depth: usize, max: usize, out: &mut Vec<DeviceAlias>) {
         let Ok(entries) = fs::read_dir(dir) else {
             return;
         };
@@ -288,7 +307,8 @@ pub fn scan_modaliases(devices: &Path, max_depth: usize) -> Vec<String> {
             let Ok(ft) = e.file_type() else { continue };
             if ft.is_dir() {
                 if depth < max {
-                    walk(&e.path(), depth + 1, max, out);
+                    let sub = format!("{rel}/{}", e.file_name().to_string_lossy());
+                    walk(&e.path(), &sub, depth + 1, max, out);
                 }
             } else if ft.is_file()
                 && e.file_name() == "modalias"
@@ -296,16 +316,92 @@ pub fn scan_modaliases(devices: &Path, max_depth: usize) -> Vec<String> {
             {
                 let s = s.trim();
                 if !s.is_empty() {
-                    out.push(s.to_string());
+                    out.push(DeviceAlias { devpath: rel.to_string(), modalias: s.to_string() });
                 }
             }
         }
     }
     let mut out = Vec::new();
-    walk(devices, 0, max_depth, &mut out);
-    out.sort();
-    out.dedup();
+    walk(devices, "/devices", 0, max_depth, &mut out);
     out
+}
+
+/// Is `modalias` a network controller's: a PCI function of base class 0x02
+/// (`pci:v…d…sv…sd…bc02sc…i…`; the hex digits are upper case, so `bc` is the field)?
+pub fn is_network_modalias(modalias: &str) -> bool {
+    modalias
+        .strip_prefix("pci:")
+        .and_then(|r| r.find("bc").map(|i| &r[i + 2..]))
+        .is_some_and(|class| class.starts_with("02"))
+}
+
+/// Network first: which devices are network controllers or sit below one (the `virtio0`
+/// that virtio_pci creates under a virtio-net PCI function), so their drivers can be loaded
+/// before everything else and DHCP can start while storage drivers load.
+///
+/// A device is a network device when its modalias is [`is_network_modalias`] (it becomes a
+/// root) or its devpath is below a root seen so far (in this or an earlier [`split`]).
+///
+/// [`split`]: NetworkFirst::split
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkFirst {
+    roots: Vec<String>,
+}
+
+impl NetworkFirst {
+    /// The network controllers' devpaths.
+    pub fn roots(&self) -> &[String] {
+        &self.roots
+    }
+
+    fn below_a_root(&self, devpath: &str) -> bool {
+        self.roots.iter().any(|r| {
+            devpath
+                .strip_prefix(r.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+
+    /// Split `devices` into the modaliases of network devices and the others (each list in
+    /// order, without duplicates; a modalias of both kinds is a network one).
+    pub fn split(&mut self, devices: &[DeviceAlias]) -> (Vec<String>, Vec<String>) {
+        for d in devices {
+            if is_network_modalias(&d.modalias) && !self.below_a_root(&d.devpath) {
+                self.roots.push(d.devpath.clone());
+            }
+        }
+        let mut net: Vec<String> = Vec::new();
+        let mut other: Vec<String> = Vec::new();
+        for d in devices {
+            if self.below_a_root(&d.devpath) {
+                if !net.contains(&d.modalias) {
+                    net.push(d.modalias.clone());
+                }
+            } else if !other.contains(&d.modalias) {
+                other.push(d.modalias.clone());
+            }
+        }
+        other.retain(|m| !net.contains(m));
+        (net, other)
+    }
+
+    /// Has every network controller a network interface (a `net/<ifname>` directory at most
+    /// two levels below it, in the sysfs tree at `sys`)? False when there is no controller.
+    pub fn all_have_netdev(&self, sys: &Path) -> bool {
+        fn has_net(dir: &Path, depth: usize) -> bool {
+            if fs::read_dir(dir.join("net")).is_ok_and(|mut e| e.next().is_some()) {
+                return true;
+            }
+            depth > 0
+                && fs::read_dir(dir).is_ok_and(|entries| {
+                    entries.flatten().any(|e| {
+                        e.file_type().is_ok_and(|t| t.is_dir()) && has_net(&e.path(), depth - 1)
+                    })
+                })
+        }
+        !self.roots.is_empty()
+            && self.roots.iter().all(|r| has_net(&sys.join(r.trim_start_matches('/')), 2))
+    }
 }
 
 /// What a load attempt did.
@@ -817,6 +913,111 @@ alias acpi*:PNP0A03:* some_acpi_driver
             ]
         );
         assert_eq!(scan_modaliases(&d, 8).len(), 3);
+    }
+
+    fn dev(devpath: &str, modalias: &str) -> DeviceAlias {
+        DeviceAlias { devpath: devpath.into(), modalias: modalias.into() }
+    }
+
+    #[test]
+    fn the_sysfs_walk_names_each_modalias_with_its_device_path() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("devices");
+        let nic = d.join("pci0000:00/0000:00:02.0");
+        fs::create_dir_all(nic.join("virtio0")).unwrap();
+        fs::write(nic.join("modalias"), "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\n")
+            .unwrap();
+        fs::write(nic.join("virtio0/modalias"), "virtio:d00000001v00001AF4\n").unwrap();
+        let mut found = scan_devices(&d, 8);
+        found.sort_by(|a, b| a.devpath.cmp(&b.devpath));
+        assert_eq!(
+            found,
+            vec![
+                dev(
+                    "/devices/pci0000:00/0000:00:02.0",
+                    "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"
+                ),
+                dev("/devices/pci0000:00/0000:00:02.0/virtio0", "virtio:d00000001v00001AF4"),
+            ]
+        );
+    }
+
+    #[test]
+    fn network_controllers_are_pci_base_class_02() {
+        // virtio-net, an Intel 82574L (e1000e), a Mellanox ConnectX-5 (class 0x0200 too).
+        assert!(is_network_modalias("pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00"));
+        assert!(is_network_modalias("pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00"));
+        assert!(is_network_modalias("pci:v000015B3d00001017sv000015B3sd00000007bc02sc00i00"));
+        // AHCI (01 06), virtio-blk (01 00), a NIC's "bc" in upper-case hex digits elsewhere,
+        // a USB device, a virtio device.
+        assert!(!is_network_modalias("pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01"));
+        assert!(!is_network_modalias("pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00"));
+        assert!(!is_network_modalias("pci:v0000BC02d00001234sv00000000sd00000000bc03sc00i00"));
+        assert!(!is_network_modalias("usb:v0BDAp8153d3000dc00dsc00dp00icFFisc00ip00in00"));
+        assert!(!is_network_modalias("virtio:d00000001v00001AF4"));
+    }
+
+    #[test]
+    fn network_first_takes_nics_and_what_sits_below_them_and_keeps_the_rest_for_later() {
+        let nic = "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00";
+        let blk = "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00";
+        let ahci = "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01";
+        let mut first = NetworkFirst::default();
+        // The sysfs walk: virtio_pci is wanted by the NIC and by the disk alike.
+        let (net, other) = first.split(&[
+            dev("/devices/pci0000:00/0000:00:1f.2", ahci),
+            dev("/devices/pci0000:00/0000:00:02.0", nic),
+            dev("/devices/pci0000:00/0000:00:03.0", blk),
+            dev("/devices/platform/serial8250", "platform:serial8250"),
+        ]);
+        assert_eq!(net, vec![nic]);
+        assert_eq!(other, vec![ahci, blk, "platform:serial8250"]);
+        assert_eq!(first.roots(), ["/devices/pci0000:00/0000:00:02.0"]);
+        // The uevents after virtio_pci: virtio0 sits below the NIC, virtio1 below the disk
+        // (a devpath that only starts with the same characters is not below it).
+        let (net, other) = first.split(&[
+            dev("/devices/pci0000:00/0000:00:02.0/virtio0", "virtio:d00000001v00001AF4"),
+            dev("/devices/pci0000:00/0000:00:03.0/virtio1", "virtio:d00000002v00001AF4"),
+            dev("/devices/pci0000:00/0000:00:02.00/x", "x:y"),
+        ]);
+        assert_eq!(net, vec!["virtio:d00000001v00001AF4"]);
+        assert_eq!(other, vec!["virtio:d00000002v00001AF4", "x:y"]);
+        // A modalias seen on both kinds of device is loaded with the network drivers.
+        let (net, other) = first.split(&[
+            dev("/devices/pci0000:00/0000:00:03.0/virtio1", "virtio:d00000001v00001AF4"),
+            dev("/devices/pci0000:00/0000:00:02.0/virtio0", "virtio:d00000001v00001AF4"),
+        ]);
+        assert_eq!(net, vec!["virtio:d00000001v00001AF4"]);
+        assert!(other.is_empty());
+        // Two ports of one controller are one root each, a function below another is not.
+        let mut two = NetworkFirst::default();
+        two.split(&[
+            dev("/devices/pci0000:3a/0000:3a:00.0/0000:3b:00.0", nic),
+            dev("/devices/pci0000:3a/0000:3a:00.0/0000:3b:00.1", nic),
+            dev("/devices/pci0000:3a/0000:3a:00.0/0000:3b:00.1/sriov", nic),
+        ]);
+        assert_eq!(two.roots().len(), 2);
+    }
+
+    #[test]
+    fn network_first_is_done_when_every_controller_has_an_interface() {
+        let t = tempfile::tempdir().unwrap();
+        let nic = "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00";
+        let mut first = NetworkFirst::default();
+        assert!(!first.all_have_netdev(t.path()), "no controller: nothing to wait for here");
+        first.split(&[
+            dev("/devices/pci0000:00/0000:00:02.0", nic),
+            dev("/devices/pci0000:00/0000:00:04.0", nic),
+        ]);
+        let a = t.path().join("devices/pci0000:00/0000:00:02.0");
+        let b = t.path().join("devices/pci0000:00/0000:00:04.0");
+        fs::create_dir_all(a.join("virtio0/net")).unwrap();
+        fs::create_dir_all(&b).unwrap();
+        assert!(!first.all_have_netdev(t.path()), "an empty net/ directory has no interface");
+        fs::create_dir_all(a.join("virtio0/net/eth0")).unwrap();
+        assert!(!first.all_have_netdev(t.path()), "the second NIC has none yet");
+        fs::create_dir_all(b.join("net/eth1")).unwrap();
+        assert!(first.all_have_netdev(t.path()));
     }
 
     #[test]

@@ -16,6 +16,8 @@ use nix::sys::socket::{
     socket, sockopt,
 };
 
+use crate::modules::DeviceAlias;
+
 /// One parsed uevent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Uevent {
@@ -79,6 +81,19 @@ impl UeventSocket {
     /// Returns the `add`/`bind` events' modaliases (in arrival order, duplicates removed) and
     /// how many events were read.
     pub fn poll_modaliases(&self, timeout: Duration) -> io::Result<(Vec<String>, usize)> {
+        let (devices, events) = self.poll_devices(timeout)?;
+        let mut out: Vec<String> = Vec::new();
+        for d in devices {
+            if !out.contains(&d.modalias) {
+                out.push(d.modalias);
+            }
+        }
+        Ok((out, events))
+    }
+
+    /// [`UeventSocket::poll_modaliases`] with each modalias's device (`DEVPATH`), in arrival
+    /// order (a device announced twice, by `add` and `bind`, is listed once).
+    pub fn poll_devices(&self, timeout: Duration) -> io::Result<(Vec<DeviceAlias>, usize)> {
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
         let ready = match poll(&mut fds, PollTimeout::from(ms)) {
@@ -86,7 +101,7 @@ impl UeventSocket {
             Err(nix::errno::Errno::EINTR) => 0,
             Err(e) => return Err(e.into()),
         };
-        let mut out = Vec::new();
+        let mut out: Vec<DeviceAlias> = Vec::new();
         let mut events = 0;
         if ready == 0 {
             return Ok((out, 0));
@@ -100,10 +115,12 @@ impl UeventSocket {
                     events += 1;
                     if let Some(ev) = parse_uevent(&buf[..n])
                         && matches!(ev.action.as_str(), "add" | "bind")
-                        && let Some(m) = ev.modalias
-                        && !out.contains(&m)
+                        && let Some(modalias) = ev.modalias
                     {
-                        out.push(m);
+                        let d = DeviceAlias { devpath: ev.devpath, modalias };
+                        if !out.contains(&d) {
+                            out.push(d);
+                        }
                     }
                 }
                 Err(nix::errno::Errno::EAGAIN) => break,
