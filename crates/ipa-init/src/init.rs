@@ -45,6 +45,8 @@ const UEVENT_QUIET: Duration = Duration::from_millis(60);
 /// ...or after this long in all.
 const UEVENT_MAX: Duration = Duration::from_millis(1500);
 const MAX_UEVENT_ROUNDS: usize = 8;
+/// Nice value of the background module loader (and hotplug) thread.
+const BACKGROUND_NICE: i32 = 19;
 /// How long the hotplug thread's poll sleeps between wake-ups.
 const HOTPLUG_POLL: Duration = Duration::from_secs(60);
 const SYSFS_DEPTH: usize = 24;
@@ -487,6 +489,11 @@ struct BackgroundModules {
 impl BackgroundModules {
     fn spawn(self) {
         let spawned = std::thread::Builder::new().name("modules".into()).spawn(move || {
+            // The agent has just started: on a single CPU its start (to the first lookup)
+            // must not wait behind xfs relocations and the raid6 benchmarks.
+            if let Err(e) = sys::nice_this_thread(BACKGROUND_NICE) {
+                say!("warning: background modules at normal priority: {e}");
+            }
             let t0 = Instant::now();
             let mut c = Coldplug::new(self.index, FinitModuleLoader::default(), self.plan);
             if !self.names.is_empty() {
@@ -600,7 +607,10 @@ struct Tools {
 
 impl Tools {
     fn find() -> Self {
-        let applets = net::busybox_applets();
+        // The ramdisk links every busybox applet into PATH; only without those links is
+        // busybox's own list (a fork and exec before DHCP can start) worth asking for.
+        let linked = ["udhcpc", "ip"].iter().all(|t| net::find_tool(t, PATH_DIRS, &[]).is_some());
+        let applets = if linked { Vec::new() } else { net::busybox_applets() };
         let dhcpcd = net::find_tool("dhcpcd", PATH_DIRS, &[]);
         let dhcpcd_files =
             Path::new(net::DHCPCD_CONF).exists() && Path::new(net::DHCPCD_SCRIPT).exists();
@@ -632,6 +642,8 @@ struct Init {
     /// Changes in [`net::RUN_DIR`] (a hook wrote a lease file) until the agent starts: the
     /// network wait is checked at once instead of at the next tick.
     lease_watch: Option<Inotify>,
+    /// DHCPv6 clients started later than their NIC's DHCPv4 client (dhcpcd), by name.
+    dhcp6_delayed: Vec<String>,
     tools: Tools,
     phase: Phase,
     net_started: Instant,
@@ -660,6 +672,7 @@ impl Init {
             net_deferred: false,
             net_ready_said: false,
             lease_watch: None,
+            dhcp6_delayed: Vec::new(),
             tools: Tools { ip: None, udhcpc: None, dhcp6: None, dhcpcd_without_files: false },
             net_started: now,
             assignment: Assignment {
@@ -940,20 +953,28 @@ impl Init {
             self.sup.add(format!("udhcpc {name}"), spec, RestartPolicy::DHCP, now);
             what.push("dhcp");
         }
+        let dhcp4_runs = c.dhcp4 && self.tools.udhcpc.is_some();
+        let mut dhcp6_note = String::new();
         if c.dhcp6 {
             match &self.tools.dhcp6 {
                 Some(client) => {
                     let spec = net::dhcp6_command(client, c, fixed);
+                    let delay = net::dhcp6_start_delay(client, dhcp4_runs);
                     self.sup.add(
                         format!("{} {name}", client.name()),
                         spec,
                         RestartPolicy::DHCP,
-                        now,
+                        now + delay,
                     );
                     what.push(match client {
                         Dhcp6Client::Udhcpc6(_) => "dhcp6",
                         Dhcp6Client::Dhcpcd(_) => "dhcp6 (dhcpcd)",
                     });
+                    if !delay.is_zero() {
+                        self.dhcp6_delayed.push(format!("{} {name}", client.name()));
+                        dhcp6_note =
+                            format!("; {} starts in {} s", client.name(), delay.as_secs_f64());
+                    }
                 }
                 None if !self.warned_no_dhcp6 => {
                     self.warned_no_dhcp6 = true;
@@ -963,7 +984,11 @@ impl Init {
             }
         }
         what.push("slaac");
-        say!("{name}: up, {}{}", what.join("+"), if c.primary { " (boot NIC)" } else { "" });
+        say!(
+            "{name}: up, {}{}{dhcp6_note}",
+            what.join("+"),
+            if c.primary { " (boot NIC)" } else { "" }
+        );
     }
 
     /// Print each NIC's first global address per family; true when the wait target has one.
@@ -1051,6 +1076,11 @@ impl Init {
         say!("starting {} (log {AGENT_LOG})", spec.display());
         let now = Instant::now();
         self.sup.add("agent", spec, RestartPolicy::AGENT, now);
+        // A delayed dhcpcd that has not started yet waits until the agent had its head start
+        // (net::dhcp6_start_delay).
+        for name in std::mem::take(&mut self.dhcp6_delayed) {
+            self.sup.postpone(&name, now + net::DHCPCD_AFTER_AGENT);
+        }
         if let Some(b) = self.background.take() {
             b.spawn();
         }

@@ -17,15 +17,16 @@
 //!    nothing; efivarfs is mounted when the machine booted with UEFI;
 //! 3. brings `lo` and every wired NIC up, waits (at most 3 s) for carrier on one, and runs
 //!    busybox `udhcpc` on them, and for DHCPv6 busybox `udhcpc6` when present, else dhcpcd in
-//!    IPv6-only mode (SLAAC comes from the kernel), or applies a static `ip=` from the kernel
+//!    IPv6-only mode (2 s after udhcpc, or 3 s after the agent's start when the network was
+//!    ready before; SLAAC comes from the kernel), or applies a static `ip=` from the kernel
 //!    command line, and waits (bounded by `ipa-init.net_timeout=`) for the boot NIC
 //!    (`BOOTIF=`) or any wired NIC to get a global address. When phase 1 found no wired NIC
 //!    (a NIC that is not a PCI network controller), this starts after phase 2;
 //! 4. starts and supervises the agent once the network wait is over *and* phase 2 is done
 //!    (the agent's inventory lists the disks: they must all be there), restarting it with
 //!    1 s → 30 s backoff, its output going to the console and to `/run/ipa-agent.log`; then
-//!    loads the module list's `background` names on a thread that stays as the hotplug
-//!    loader; optionally a debug shell (`ipa-init.shell=1`);
+//!    loads the module list's `background` names on a low-priority thread that stays as the
+//!    hotplug loader; optionally a debug shell (`ipa-init.shell=1`);
 //! 5. reaps every child, orphans included;
 //! 6. powers the machine off, reboots or halts on request.
 //!

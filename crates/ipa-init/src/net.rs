@@ -394,6 +394,29 @@ pub const DHCPCD_DBDIR: &str = "/var/lib/dhcpcd";
 /// its unprivileged processes chroot to the user's home, which must exist.
 pub const DHCPCD_USER: &str = "dhcpcd";
 
+/// How long after its NIC's DHCPv4 client dhcpcd starts (see [`dhcp6_start_delay`]).
+pub const DHCPCD_AFTER_DHCP4: std::time::Duration = std::time::Duration::from_secs(2);
+/// A dhcpcd that has not started when the agent starts waits this long after the agent.
+pub const DHCPCD_AFTER_AGENT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// When a NIC's DHCPv6 client starts, counted from its DHCPv4 client's start: dhcpcd waits
+/// [`DHCPCD_AFTER_DHCP4`] when udhcpc runs on the same NIC, udhcpc6 (or dhcpcd alone, as
+/// with `ip=dhcp6`) starts at once. dhcpcd's start is heavy for a ramdisk: four processes
+/// (privilege separation, a chroot) and, through its first `SIOCGIFVLAN` ioctl, the kernel
+/// loading `8021q` and its four dependencies with `/sbin/modprobe`. On one emulated CPU that
+/// took ~1 s, and beside udhcpc it doubled the time to the IPv4 lease (the DHCP hook's forks
+/// waited for the CPU). An IPv4 network thus gets its lease, and the agent its first lookup,
+/// before dhcpcd starts; an IPv6-only network gets its DHCPv6 lease that much later (SLAAC,
+/// which is the kernel's, is not delayed). When the network wait ends first (the IPv4 lease
+/// came), a dhcpcd still waiting is pushed to [`DHCPCD_AFTER_AGENT`] after the agent's start,
+/// which is then not slowed down either.
+pub fn dhcp6_start_delay(client: &Dhcp6Client, dhcp4_runs: bool) -> std::time::Duration {
+    match client {
+        Dhcp6Client::Dhcpcd(_) if dhcp4_runs => DHCPCD_AFTER_DHCP4,
+        _ => std::time::Duration::ZERO,
+    }
+}
+
 /// The DHCPv6 client ipa-init runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dhcp6Client {
@@ -1149,6 +1172,16 @@ eth0\t0000000A\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n";
         assert_eq!(choose_dhcp6_client(None, None, true), None);
         assert_eq!(Dhcp6Client::Dhcpcd(d.clone()).name(), "dhcpcd");
         assert_eq!(Dhcp6Client::Udhcpc6(u6).tool().prefix_args, vec![s("udhcpc6")]);
+    }
+
+    #[test]
+    fn dhcpcd_beside_udhcpc_starts_later_and_alone_or_udhcpc6_at_once() {
+        let dhcpcd = Dhcp6Client::Dhcpcd(tool("/usr/sbin/dhcpcd", &[]));
+        let udhcpc6 = Dhcp6Client::Udhcpc6(tool("/bin/busybox", &["udhcpc6"]));
+        assert_eq!(dhcp6_start_delay(&dhcpcd, true), DHCPCD_AFTER_DHCP4);
+        assert!(DHCPCD_AFTER_DHCP4 > std::time::Duration::ZERO);
+        assert_eq!(dhcp6_start_delay(&dhcpcd, false), std::time::Duration::ZERO, "ip=dhcp6");
+        assert_eq!(dhcp6_start_delay(&udhcpc6, true), std::time::Duration::ZERO);
     }
 
     #[test]

@@ -297,6 +297,19 @@ impl Supervisor {
         });
     }
 
+    /// Make a service that has not started yet start no earlier than `at`. Running,
+    /// stopped or given-up services, and one already due later, are left alone. True when
+    /// its start moved.
+    pub fn postpone(&mut self, name: &str, at: Instant) -> bool {
+        match self.services.iter_mut().find(|s| s.name == name && s.starts == 0) {
+            Some(Service { state: State::Pending(due), .. }) if *due < at => {
+                *due = at;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Is a service of that name known?
     pub fn has(&self, name: &str) -> bool {
         self.services.iter().any(|s| s.name == name)
@@ -452,6 +465,29 @@ mod tests {
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
+    }
+
+    #[test]
+    fn postponing_moves_only_a_first_start_that_is_due_earlier() {
+        let t0 = Instant::now();
+        let mut sup = Supervisor::new();
+        let mut sp = FakeSpawner::default();
+        let spec = || CommandSpec::new("/usr/sbin/dhcpcd", vec![]);
+        sup.add("dhcpcd eth0", spec(), RestartPolicy::DHCP, t0 + secs(2));
+        sup.add("dhcpcd eth1", spec(), RestartPolicy::DHCP, t0 + secs(9));
+        sup.add("udhcpc eth0", spec(), RestartPolicy::DHCP, t0);
+        assert!(sup.postpone("dhcpcd eth0", t0 + secs(5)));
+        assert!(!sup.postpone("dhcpcd eth1", t0 + secs(5)), "already due later");
+        assert!(!sup.postpone("nosuch", t0 + secs(5)));
+        sup.start_due(t0, &mut sp);
+        assert!(!sup.postpone("udhcpc eth0", t0 + secs(5)), "running");
+        assert!(sup.start_due(t0 + secs(4), &mut sp).is_empty(), "dhcpcd eth0 moved to 5 s");
+        assert_eq!(sup.next_due(), Some(t0 + secs(5)));
+        assert_eq!(sup.start_due(t0 + secs(5), &mut sp).len(), 1);
+        // A restart after an exit keeps its backoff: only a first start is postponed.
+        let pid = sup.pid_of("dhcpcd eth0").unwrap();
+        sup.on_exit(pid, Exit::Code(1), t0 + secs(6));
+        assert!(!sup.postpone("dhcpcd eth0", t0 + secs(60)));
     }
 
     #[test]

@@ -204,6 +204,18 @@ pub fn link_up(ifname: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Set the calling thread's nice value (Linux keeps it per thread, so the rest of the
+/// process keeps its priority).
+pub fn nice_this_thread(nice: i32) -> io::Result<()> {
+    let tid = nix::unistd::gettid().as_raw();
+    // SAFETY: setpriority(2) only takes integers; no memory of ours is involved.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Set the hostname and `/etc/hostname`.
 pub fn set_hostname(name: &str) -> Result<(), Error> {
     nix::unistd::sethostname(name).map_err(|e| Error::sys(format!("sethostname {name}"), e))?;
