@@ -705,6 +705,10 @@ async fn protected_filesystems_are_found_on_the_media_and_refused_by_every_erase
     assert!(st.status.success(), "{st:?}");
     let found = probe_content(&gpfs).unwrap();
     assert_eq!(found.part_types, ["37affc90-ef7d-4e96-91c3-2d7ae055b174"]);
+    // Its partitions as devices of their own (the ramdisk has /dev/sda1): the metadata erase
+    // visits partitions first and must refuse them too, by the disk's partition table.
+    let parts: Vec<PathBuf> =
+        ["sda1", "sda2"].iter().map(|n| disk(sb.path(), n, MIB, 0x42)).collect();
     // An MBR with a VMFS (0xfb) partition at sector 2048 holding a GFS2 superblock.
     let vmfs = disk(sb.path(), "sdb", 16 * MIB, 0x99);
     {
@@ -736,6 +740,12 @@ async fn protected_filesystems_are_found_on_the_media_and_refused_by_every_erase
     }
     let after: Vec<Vec<u8>> = [&gpfs, &vmfs].iter().map(|p| std::fs::read(p).unwrap()).collect();
     assert!(before == after, "a protected disk lost bytes");
+    for p in &parts {
+        assert!(std::fs::read(p).unwrap().iter().all(|b| *b == 0x42), "{} was wiped", p.display());
+    }
+    for p in &parts {
+        std::fs::remove_file(p).unwrap();
+    }
     // An unassembled md member (1.2 superblock at 4 KiB) is skipped, not erased: IPA keeps
     // RAID members out of every erase.
     let member = disk(sb.path(), "nvme0n1", 4 * MIB, 0x99);

@@ -249,8 +249,14 @@ impl Eraser {
     /// has no udev; guards that only trusted udev would be blind there.
     pub fn facts(&self, dev: &str) -> EraseFacts {
         let mut facts = self.machine.erase_facts(dev);
-        let path = self.mode.device_path(dev);
-        if path.exists() {
+        // A partition is judged with its disk's partition table as well: which entry is this
+        // partition is udev's knowledge, so any protected partition on the disk protects all
+        // of its partitions (the disk itself is refused in the same step anyway).
+        let mut paths = vec![self.mode.device_path(dev)];
+        if let Some(parent) = &facts.parent {
+            paths.push(self.mode.device_path(parent));
+        }
+        for path in paths.into_iter().filter(|p| p.exists()) {
             match native::probe_content(&path) {
                 Ok(p) => {
                     if facts.fs_type.is_none()
