@@ -536,7 +536,12 @@ fn cleaning_erases_real_disks_keeps_protected_and_skipped_ones_and_signs_a_repor
 
     // 2. The operator skip-lists it; cleaning then erases everything else.
     lab.ironic.provision(&uuid, json!({"target": "manage"})).unwrap();
-    wait(&lab, &uuid, &["manageable"], 300);
+    let n = wait(&lab, &uuid, &["manageable"], 300);
+    // Ironic puts a node whose cleaning failed into maintenance (fault "clean failure"), and
+    // ignores its agent's heartbeats until an operator takes it out again.
+    assert_eq!(n["maintenance"], json!(true), "{n}");
+    assert_eq!(n["fault"], json!("clean failure"), "{n}");
+    lab.ironic.ok("DELETE", &format!("/v1/nodes/{uuid}/maintenance"), None).unwrap();
     lab.ironic
         .patch_node(
             &uuid,

@@ -1,7 +1,9 @@
 //! Disk erasure (spec `ipa-agent.md` §6.11), honest about what it did.
 //!
-//! Method choice per device, as IPA: NVMe Format NVM with secure erase setting 2|1 (crypto
-//! erase when the controller supports it; native admin ioctls, [`nvme`]), else ATA security erase via `hdparm` (not frozen, unlocked,
+//! Method choice per device, as IPA plus sanitize: NVMe Sanitize (crypto, else block erase,
+//! when SANICAP offers it and `agent_enable_nvme_sanitize`), else NVMe Format NVM with secure
+//! erase setting 2|1 (crypto erase when the controller supports it; native admin ioctls,
+//! [`nvme`]), else ATA security erase via `hdparm` (not frozen, unlocked,
 //! password set, `--security-erase[-enhanced]`, unlocked afterwards), else a native overwrite
 //! instead of `shred`: `agent_erase_devices_iterations` pseudo-random passes and, when
 //! `agent_erase_devices_zeroize`, a final zero pass, written with large aligned `O_DIRECT`
