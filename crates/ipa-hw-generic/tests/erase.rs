@@ -378,6 +378,51 @@ async fn nvme_sanitize_is_preferred_when_supported_polled_to_completion_and_veri
 }
 
 #[tokio::test]
+async fn nvme_overwrite_sanitize_only_without_format_and_must_read_back_as_zeros() {
+    use ipa_core::attest::Expect as Claim;
+    use ipa_hw_generic::erase::nvme::{FakeSanitize, SanitizeAction};
+    // One pass of pattern 0, not inverted: the media must read as zeros afterwards.
+    assert_eq!(SanitizeAction::Overwrite.cdw10_cdw11(), (0x3 | 1 << 4, 0));
+    assert_eq!(SanitizeAction::Crypto.cdw10_cdw11(), (0x4, 0));
+    let pattern: Vec<u8> = (0..4 * MIB).map(|i| (i % 253) as u8).collect();
+    let sb = tempfile::tempdir().unwrap();
+    let p = disk(sb.path(), "nvme0n1", 4 * MIB, 0);
+    // Only overwrite offered (SANICAP bit 2) and no Format NVM: the drive overwrites itself.
+    std::fs::write(&p, &pattern).unwrap();
+    let nvme = FakeNvme::new(ControllerId { oacs: 0, fna: 0, sanicap: 0x4 }, FakeMedia::Fill(0))
+        .with_sanitize(FakeSanitize::Complete { polls: 1 });
+    let e = eraser_with(sb.path(), Arc::new(FakeRunner::new()), true, json!({}), nvme.clone());
+    match erase(&e, "/dev/nvme0n1").await.unwrap() {
+        EraseOutcome::Erased { method, erasure } => {
+            assert!(method.starts_with("nvme sanitize overwrite (verified "), "{method}");
+            assert!(method.ends_with(" bytes zero)"), "{method}");
+            assert_eq!(erasure.parameters["action"], "overwrite");
+            assert_eq!(erasure.parameters["overwrite_passes"], 1);
+            assert!(erasure.samples.iter().all(|s| s.expect == Claim::Zero && s.ok));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(all_zero(&p));
+    // With Format NVM available, Format wins: seconds instead of hours.
+    std::fs::write(&p, &pattern).unwrap();
+    let nvme = FakeNvme::new(ControllerId { oacs: 0x2, fna: 0, sanicap: 0x4 }, FakeMedia::Fill(0))
+        .with_sanitize(FakeSanitize::Complete { polls: 0 });
+    let e = eraser_with(sb.path(), Arc::new(FakeRunner::new()), true, json!({}), nvme.clone());
+    match erase(&e, "/dev/nvme0n1").await.unwrap() {
+        EraseOutcome::Erased { erasure, .. } => assert_eq!(erasure.method, "nvme_format"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!nvme.calls().iter().any(|c| c.starts_with("sanitize")), "{:?}", nvme.calls());
+    // A controller that reports success but leaves other bytes: verification fails.
+    std::fs::write(&p, &pattern).unwrap();
+    let nvme = FakeNvme::new(ControllerId { oacs: 0, fna: 0, sanicap: 0x4 }, FakeMedia::Fill(0xA5))
+        .with_sanitize(FakeSanitize::Complete { polls: 0 });
+    let e = eraser_with(sb.path(), Arc::new(FakeRunner::new()), true, json!({}), nvme);
+    let err = erase(&e, "/dev/nvme0n1").await.unwrap_err();
+    assert!(err.to_string().contains("verification failed"), "{err}");
+}
+
+#[tokio::test]
 async fn nvme_sanitize_failure_hang_or_refusal_falls_back_to_format_or_fails_clearly() {
     use ipa_hw_generic::erase::nvme::FakeSanitize;
     let pattern: Vec<u8> = (0..4 * MIB).map(|i| (i % 253) as u8).collect();

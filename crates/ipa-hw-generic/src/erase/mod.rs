@@ -1,7 +1,7 @@
 //! Disk erasure (spec `ipa-agent.md` §6.11), honest about what it did.
 //!
 //! Method choice per device, as IPA plus sanitize: NVMe Sanitize (crypto, else block erase,
-//! when SANICAP offers it and `agent_enable_nvme_sanitize`), else NVMe Format NVM with secure
+//! else, without Format NVM, a one-pass zero overwrite; when SANICAP offers it and `agent_enable_nvme_sanitize`), else NVMe Format NVM with secure
 //! erase setting 2|1 (crypto erase when the controller supports it; native admin ioctls,
 //! [`nvme`]), else ATA security erase via `hdparm` (not frozen, unlocked,
 //! password set, `--security-erase[-enhanced]`, unlocked afterwards), else a native overwrite
@@ -405,7 +405,8 @@ impl Eraser {
         .await
     }
 
-    /// NVMe Sanitize (crypto, else block erase) when the controller supports it and the node
+    /// NVMe Sanitize (crypto, else block erase, else overwrite without Format NVM) when the
+    /// controller supports it and the node
     /// allows it, else Format NVM (secure erase setting from Identify Controller), verified by
     /// reading back. A controller with neither is an error, as IPA.
     async fn nvme_erase(
@@ -513,21 +514,27 @@ impl Eraser {
                 ),
             ));
         }
-        let samples = self.verify(dev, path, Expect::ChangedFrom(before)).await?;
+        // An overwrite sanitize writes a known pattern (zeros); the others leave
+        // vendor-defined content, so only "changed" can be checked.
+        let overwrite = action == nvme::SanitizeAction::Overwrite;
+        let expect =
+            if overwrite { Expect::Pattern(Pattern::Zero) } else { Expect::ChangedFrom(before) };
+        let samples = self.verify(dev, path, expect).await?;
         let size = std::fs::File::open(path)
             .and_then(|mut f| std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0)))
             .unwrap_or(0);
         let secs = started.elapsed().as_secs_f64();
-        let e = Erasure::new(
-            "nvme_sanitize",
-            json!({"action": action.name(), "sanicap": id.sanicap, "status_polls": polls,
-                   "seconds": (secs * 10.0).round() / 10.0}),
-            size,
-            samples,
-        );
+        let mut params = json!({"action": action.name(), "sanicap": id.sanicap,
+                                "status_polls": polls, "seconds": (secs * 10.0).round() / 10.0});
+        if overwrite {
+            params["overwrite_passes"] = json!(nvme::SANITIZE_OVERWRITE_PASSES);
+            params["pattern"] = json!("0x00000000");
+        }
+        let e = Erasure::new("nvme_sanitize", params, size, samples);
+        let claim = if overwrite { "zero" } else { "changed" };
         Ok((
             format!(
-                "nvme sanitize {} (verified {} bytes changed)",
+                "nvme sanitize {} (verified {} bytes {claim})",
                 action.name(),
                 e.verified_bytes()
             ),
