@@ -3,7 +3,7 @@
 //! ```text
 //! config (figment) ─► run mode (sandbox | real) ─► AgentServices
 //!   ─► hardware managers (registry → probe → rank → initialize)
-//!   ─► extensions (registry → ExtensionSet) ─► CommandDispatcher
+//!   ─► extensions (registry → ExtensionSet) ─► CommandDispatcher (+ metrics collector on the bus)
 //!   ─► [control plane: inspection, lookup, TLS decisions]
 //!   ─► transports (registry → config → build(ctx) → serve until shutdown)
 //!   ─► wait for SIGTERM / stop (rescue) / lockdown
@@ -154,6 +154,10 @@ impl Agent {
             )
             .with_history_size(services.config.agent.command_history_size),
         );
+        // Command and erase metrics come from the event bus; the task ends with the bus.
+        services
+            .metrics
+            .spawn_collector(&services.events, extensions.command_names().into_iter().map(|c| c.0));
 
         let identity = watch::channel(initial_identity(&services, &hardware).await).0;
         Ok(Self {
@@ -204,6 +208,7 @@ impl Agent {
                 tls: tls.clone(),
                 identity: self.identity.subscribe(),
                 ready: self.ready.clone(),
+                metrics: self.services.metrics.clone(),
             };
             let fut = t.build(ctx).await?;
             let name = d.name;

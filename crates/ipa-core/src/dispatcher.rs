@@ -359,21 +359,30 @@ impl CommandDispatcher {
         self.history.lock().unwrap_or_else(|p| p.into_inner()).entries.get(id).cloned()
     }
 
-    fn publish_finished(&self, r: &CommandResult, name: &str, mode: CommandMode) {
+    fn publish_finished(
+        &self,
+        r: &CommandResult,
+        name: &str,
+        mode: CommandMode,
+        started: std::time::Instant,
+    ) {
         self.events.publish(AgentEvent::CommandFinished {
             id: r.id.clone(),
             name: name.to_string(),
             mode,
             status: r.command_status,
+            duration_secs: Some(started.elapsed().as_secs_f64()),
         });
     }
 
-    /// Record a finished result produced outside `execute` (failed validation etc.).
+    /// Record a result that is final when `execute` returns (a sync command, or a failed
+    /// validation); `started` is when the command began.
     fn record_final(
         &self,
         result: CommandResult,
         request: &CommandRequest,
         mode: CommandMode,
+        started: std::time::Instant,
     ) -> CommandResult {
         self.record(&result, request.idempotency_key.as_deref());
         self.events.publish(AgentEvent::CommandStarted {
@@ -381,7 +390,7 @@ impl CommandDispatcher {
             name: request.name.clone(),
             mode,
         });
-        self.publish_finished(&result, &request.name, mode);
+        self.publish_finished(&result, &request.name, mode, started);
         result
     }
 }
@@ -408,13 +417,14 @@ impl Dispatcher for CommandDispatcher {
         }
         let (ext, spec) = self.extensions.resolve(&ext_name, &cmd)?;
 
+        let started = std::time::Instant::now();
         let mut result = CommandResult::running(&cmd);
         if let Err(e) = prepare(&*ext, &spec, &request.params, &self.extensions) {
             if e.is_invalid_content() {
                 return Err(e);
             }
             finish_sync(&mut result, Err(e));
-            return Ok(self.record_final(result, &request, spec.mode));
+            return Ok(self.record_final(result, &request, spec.mode, started));
         }
 
         let ctx = CommandContext::new(result.id.clone(), request.name.clone(), self.events.clone())
@@ -428,7 +438,7 @@ impl Dispatcher for CommandDispatcher {
                     return Err(e.clone());
                 }
                 finish_sync(&mut result, outcome);
-                Ok(self.record_final(result, &request, CommandMode::Sync))
+                Ok(self.record_final(result, &request, CommandMode::Sync, started))
             }
             CommandMode::Async => {
                 let tx = self.record(&result, request.idempotency_key.as_deref());
@@ -458,6 +468,7 @@ impl Dispatcher for CommandDispatcher {
                         name,
                         mode: CommandMode::Async,
                         status,
+                        duration_secs: Some(started.elapsed().as_secs_f64()),
                     });
                 });
                 Ok(result)

@@ -3,7 +3,8 @@
 //! The dispatcher publishes command events on an [`EventBus`]; long-running commands publish
 //! [`Progress`] through their [`CommandContext`](crate::extension::CommandContext). Transports may
 //! forward events (AMQP topic exchange, ZeroMQ PUB), the Ironic lifecycle turns "async command
-//! finished" into a forced heartbeat, and logs show progress. Nobody polls.
+//! finished" into a forced heartbeat, the metrics collector ([`crate::metrics`]) counts
+//! completions and per-device erase progress, and logs show progress. Nobody polls.
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -29,6 +30,10 @@ pub struct Progress {
     /// Optional human-readable note.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The device this record is about (`/dev/sda` for an erase pass, the install device of
+    /// an image write), when there is one. Per-device erase metrics are keyed by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// Everything the agent announces.
@@ -66,6 +71,10 @@ pub enum AgentEvent {
         mode: CommandMode,
         /// Final status.
         status: CommandStatus,
+        /// Seconds from the start of the command (after the busy check) to its final status,
+        /// measured by the dispatcher.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_secs: Option<f64>,
     },
     /// The agent came up on a transport or changed identity.
     #[serde(rename = "agent.online")]

@@ -11,7 +11,8 @@
 //! * the [`HardwareManager`](hardware::HardwareManager) trait, ranking, dispatch, steps;
 //! * the [`Transport`](transport::Transport) trait;
 //! * shared services ([`services`]): token, node cache, sandbox/real mode, OS seams ([`os`]);
-//! * configuration with figment ([`config`]) and the `inventory` plugin registry ([`registry`]).
+//! * configuration with figment ([`config`]) and the `inventory` plugin registry ([`registry`]);
+//! * the process's Prometheus metrics ([`metrics`]).
 //!
 //! Runtime shape: the agent binary builds [`services::AgentServices`], probes the registered
 //! hardware managers, builds the registered extensions into an
@@ -33,6 +34,7 @@ pub mod extension;
 pub mod extensions;
 pub mod hardware;
 pub mod lookup;
+pub mod metrics;
 pub mod os;
 pub mod registry;
 pub mod secret;

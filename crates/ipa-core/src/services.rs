@@ -2,9 +2,9 @@
 //!
 //! [`AgentServices`] is built once by the runtime and passed (as `Arc`) to plugin factories. It
 //! holds configuration, the run mode (sandbox or real), the OS seams (command runner, power), the
-//! node cache, the agent token, the serve/lockdown control, the event bus and Ironic-provided
-//! settings. Hardware managers and extensions are reachable through weak back-references so that
-//! a manager can dispatch to its peers the way IPA's module-level `dispatch_to_managers` does.
+//! node cache, the agent token, the serve/lockdown control, the event bus, the metrics handle and
+//! Ironic-provided settings. It never holds the hardware managers or the extensions: a manager
+//! that must reach its peers gets them passed down in the call (`peers: &HardwareManagers`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -300,6 +300,9 @@ pub struct AgentServices {
     pub ironic: Arc<RwLock<IronicSettings>>,
     /// This boot's erase-report key ([`crate::attest`]).
     pub attest: Arc<crate::attest::ReportSigner>,
+    /// The process's metrics ([`crate::metrics`]): one per services, so one per agent; the
+    /// runtime hands clones to the producers that record what the event bus does not carry.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for AgentServices {
@@ -336,6 +339,7 @@ impl AgentServices {
             status: StatusInfo::new(crate::IPA_COMPAT_VERSION),
             ironic: Arc::default(),
             attest: Arc::new(crate::attest::ReportSigner::generate()),
+            metrics: crate::metrics::Metrics::new(),
         })
     }
 

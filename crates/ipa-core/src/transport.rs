@@ -90,6 +90,9 @@ pub struct TransportContext {
     pub identity: watch::Receiver<String>,
     /// Where to report "up and serving".
     pub ready: ReadyBoard,
+    /// The agent's metrics: REST serves them (`/metrics`), broker transports record their
+    /// link state and reconnects in them.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Why a transport could not start or stopped with an error.

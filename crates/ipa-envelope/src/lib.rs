@@ -595,6 +595,7 @@ mod tests {
                 name: "standby.sync".into(),
                 mode: ipa_core::command::CommandMode::Sync,
                 status: CommandStatus::Succeeded,
+                duration_secs: Some(0.25),
             },
         );
         ev.ts = 1764102000.5; // exactly representable: the JSON float parser may round the last ULP
@@ -603,6 +604,7 @@ mod tests {
         assert_eq!(v["event"], "command.finished");
         assert_eq!(v["agent_id"], "node-1");
         assert_eq!(v["status"], "SUCCEEDED");
+        assert_eq!(v["duration_secs"], 0.25);
         match Message::decode(&ev.encode()).unwrap() {
             Message::Event(back) => assert_eq!(back, ev),
             other => panic!("{other:?}"),

@@ -1,12 +1,14 @@
 //! Link-side plumbing shared by the broker transports (AMQP, ZeroMQ): the [`LinkState`] watch a
-//! config clone carries, the "ready exactly once" report, the heartbeat ticker and the event
-//! subscription read. Everything protocol-specific stays in the transports.
+//! config clone carries, the [`LinkReporter`] that publishes on it and keeps the link metrics,
+//! the "ready exactly once" report, the heartbeat ticker and the event subscription read.
+//! Everything protocol-specific stays in the transports.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ipa_core::events::AgentEvent;
+use ipa_core::metrics::Metrics;
 use ipa_core::transport::{ReadyBoard, ReadyInfo};
 use tokio::sync::{broadcast, watch};
 
@@ -27,6 +29,40 @@ impl LinkStateCell {
     /// A receiver of the current and future states.
     pub fn subscribe(&self) -> watch::Receiver<LinkState> {
         self.sender().subscribe()
+    }
+}
+
+/// The one writer of a transport's [`LinkState`]: every change goes to the watch channel and
+/// to the agent's metrics (`ipa_link_up{transport}`, and `ipa_link_reconnects_total` each time
+/// the link comes up again after its first connection).
+#[derive(Debug)]
+pub struct LinkReporter {
+    tx: watch::Sender<LinkState>,
+    metrics: Metrics,
+    transport: &'static str,
+    ups: AtomicU64,
+}
+
+impl LinkReporter {
+    /// Publish `transport`'s states on `tx` and record them in `metrics`.
+    pub fn new(tx: watch::Sender<LinkState>, metrics: Metrics, transport: &'static str) -> Self {
+        metrics.link_state(transport, matches!(*tx.borrow(), LinkState::Up { .. }));
+        Self { tx, metrics, transport, ups: AtomicU64::new(0) }
+    }
+
+    /// The link is now in `state`.
+    pub fn set(&self, state: LinkState) {
+        let up = matches!(state, LinkState::Up { .. });
+        if up && !self.is_up() && self.ups.fetch_add(1, Ordering::Relaxed) > 0 {
+            self.metrics.link_reconnected(self.transport);
+        }
+        self.metrics.link_state(self.transport, up);
+        self.tx.send_replace(state);
+    }
+
+    /// Whether the link is up.
+    pub fn is_up(&self) -> bool {
+        matches!(*self.tx.borrow(), LinkState::Up { .. })
     }
 }
 
@@ -96,6 +132,40 @@ mod tests {
         cell.sender().send_replace(LinkState::Up { endpoint: "e".into() });
         assert_eq!(*rx.borrow(), LinkState::Up { endpoint: "e".into() });
         assert_eq!(*cell.subscribe().borrow(), LinkState::Up { endpoint: "e".into() });
+    }
+
+    #[test]
+    fn the_reporter_publishes_states_and_counts_reconnects_after_the_first_connection() {
+        let cell = LinkStateCell::default();
+        let rx = cell.subscribe();
+        let metrics = Metrics::new();
+        let link = LinkReporter::new(cell.sender().clone(), metrics.clone(), "amqp");
+        let up = || LinkState::Up { endpoint: "amqp://broker/q".into() };
+        let line = |text: &str, series: &str| {
+            text.lines().find(|l| l.starts_with(series)).map(str::to_string).unwrap_or_default()
+        };
+        let text = metrics.encode().unwrap();
+        assert_eq!(line(&text, "ipa_link_up{"), "ipa_link_up{transport=\"amqp\"} 0", "{text}");
+        link.set(up());
+        link.set(up()); // still up: not a reconnect
+        assert_eq!(*rx.borrow(), up());
+        let text = metrics.encode().unwrap();
+        assert_eq!(line(&text, "ipa_link_up{"), "ipa_link_up{transport=\"amqp\"} 1");
+        assert_eq!(line(&text, "ipa_link_reconnects_total"), "", "first connection: {text}");
+        link.set(LinkState::Down { reason: "broker restarted".into() });
+        link.set(LinkState::Connecting);
+        assert_eq!(
+            line(&metrics.encode().unwrap(), "ipa_link_up{"),
+            "ipa_link_up{transport=\"amqp\"} 0"
+        );
+        link.set(up());
+        let text = metrics.encode().unwrap();
+        assert_eq!(
+            line(&text, "ipa_link_reconnects_total"),
+            "ipa_link_reconnects_total{transport=\"amqp\"} 1",
+            "{text}"
+        );
+        assert!(link.is_up());
     }
 
     #[test]

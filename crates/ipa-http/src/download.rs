@@ -274,6 +274,7 @@ pub struct Download {
     started: Instant,
     stalls: u32,
     resumes: u32,
+    retries: u32,
     range_ok: bool,
 }
 
@@ -302,6 +303,7 @@ impl Download {
             started: Instant::now(),
             stalls: 0,
             resumes: 0,
+            retries: 0,
             range_ok: false,
         }
     }
@@ -317,6 +319,11 @@ impl Download {
     /// How many times a cut stream was resumed with a Range request.
     pub fn resumes(&self) -> u32 {
         self.resumes
+    }
+    /// How many requests were repeated after a connection error or a 5xx (on the same URL
+    /// after `retry_interval`, or on the next URL).
+    pub fn retries(&self) -> u32 {
+        self.retries
     }
     /// Whether the server answered a ranged request (or advertised `Accept-Ranges: bytes`).
     pub fn range_supported(&self) -> bool {
@@ -354,12 +361,16 @@ impl Download {
     async fn open(&mut self) -> Result<()> {
         let opts = self.client.opts.clone();
         let mut last = String::from("no URL");
+        let mut first = true;
         while self.url_idx < self.urls.len() {
             let url = self.urls[self.url_idx].clone();
             for attempt in 0..=opts.retries {
                 self.check_duration()?;
                 if attempt > 0 {
                     tokio::time::sleep(opts.retry_interval).await;
+                }
+                if !std::mem::take(&mut first) {
+                    self.retries += 1;
                 }
                 let range = (self.pos > 0).then_some((self.pos, None));
                 match self.client.get(&url, range).await {

@@ -13,7 +13,7 @@
 //! | kind | step | priority | effect |
 //! |---|---|---|---|
 //! | clean | `erase_devices_metadata` | 99 | zeroes the head and tail of every disk file (as IPA's `dd`) |
-//! | clean | `erase_devices` | 10 | every disk file becomes all zeroes (hole-punched) |
+//! | clean | `erase_devices` | 10 | every disk file becomes all zeroes (hole-punched); one `erase` progress record per disk |
 //! | deploy | `erase_devices_metadata` | 0 | as above |
 //! | any | `[[steps]]` of the machine file | as given | sleeps, optionally fails, appends to `sim-steps.log` |
 //!
@@ -451,6 +451,16 @@ impl HardwareManager for SimHardwareManager {
                 let mut out = serde_json::Map::new();
                 for d in self.machine.block_devices() {
                     self.erase_disk(&d)?;
+                    // One pass, done at once (the file is truncated): report it as the
+                    // generic manager reports an overwrite pass.
+                    call.ctx.progress(ipa_core::events::Progress {
+                        phase: "erase".into(),
+                        done: d.size,
+                        total: Some(d.size),
+                        message: Some(format!("{} pass 1/1", d.name)),
+                        device: Some(d.name.clone()),
+                        ..Default::default()
+                    });
                     out.insert(d.name.clone(), Value::Null);
                 }
                 self.record_step(&call, Value::Object(out.clone()))?;

@@ -178,6 +178,7 @@ async fn one(url: String, target: PathBuf, sha: String, readback: bool) {
         limit: None,
         readback,
         before_readback: None,
+        metrics: None,
     };
     let t = Instant::now();
     let out = stream_image(dl, spec, None).await.unwrap();

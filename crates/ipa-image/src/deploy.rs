@@ -378,6 +378,7 @@ pub async fn run(
         limit: (disk_bytes > 0).then_some(disk_bytes),
         readback: info.verify_readback || s.config.image.image_verify_readback,
         before_readback: None,
+        metrics: Some(s.metrics.clone()),
     };
     if info.partition {
         if info.root_mb == 0 {

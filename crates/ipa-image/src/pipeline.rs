@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use ipa_core::events::Progress;
 use ipa_core::extension::CommandContext;
+use ipa_core::metrics::Metrics;
 use tokio::sync::mpsc;
 
 use crate::checksum::Expected;
@@ -123,6 +124,9 @@ pub struct StreamSpec {
     /// Test hook: called with the target path after the write, before the read-back.
     #[doc(hidden)]
     pub before_readback: Option<ReadbackHook>,
+    /// Where to record bytes written, throughput, retries, resumes and checksum failures (the
+    /// agent's `AgentServices::metrics`); `None` records nothing.
+    pub metrics: Option<Metrics>,
 }
 
 /// A callback run between the write and the read-back (fault injection in tests).
@@ -336,52 +340,130 @@ pub struct Stats {
     pub total: AtomicU64,
 }
 
+/// Moves one write's counters into the agent's metrics: the bytes written since the last
+/// sync and the write rate so far. Safe to call from the progress ticker and the end of the
+/// stream at once (`fetch_max`: nothing is counted twice).
+struct WriteMeter {
+    metrics: Metrics,
+    written: Arc<AtomicU64>,
+    synced: AtomicU64,
+    started: Instant,
+}
+
+impl WriteMeter {
+    fn sync(&self) {
+        let now = self.written.load(Ordering::Relaxed);
+        let before = self.synced.fetch_max(now, Ordering::Relaxed);
+        self.metrics.image_bytes_written(now.saturating_sub(before));
+        let secs = self.started.elapsed().as_secs_f64();
+        if secs > 0.0 {
+            self.metrics.image_write_throughput(now as f64 / secs);
+        }
+    }
+}
+
 fn spawn_progress(
     ctx: Option<CommandContext>,
+    meter: Option<Arc<WriteMeter>>,
     stats: Arc<Stats>,
+    device: String,
     every: Duration,
 ) -> tokio::sync::oneshot::Sender<()> {
     let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-    if let Some(ctx) = ctx {
-        tokio::spawn(async move {
-            let start = Instant::now();
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = &mut rx => break,
-                    _ = tick.tick() => {}
-                }
-                let done = stats.downloaded.load(Ordering::Relaxed);
-                let total = stats.total.load(Ordering::Relaxed);
-                let secs = start.elapsed().as_secs_f64().max(1e-3);
-                let rate = done as f64 / secs;
-                let eta = (total > done && rate > 0.0).then(|| (total - done) as f64 / rate);
-                ctx.progress(Progress {
-                    phase: "download".into(),
-                    done,
-                    total: (total > 0).then_some(total),
-                    rate: Some(rate),
-                    eta_secs: eta,
-                    message: Some(format!(
-                        "{} bytes written",
-                        stats.written.load(Ordering::Relaxed)
-                    )),
-                });
-            }
-        });
+    if ctx.is_none() && meter.is_none() {
+        return tx;
     }
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = &mut rx => break,
+                _ = tick.tick() => {}
+            }
+            if let Some(m) = &meter {
+                m.sync();
+            }
+            let Some(ctx) = &ctx else { continue };
+            let done = stats.downloaded.load(Ordering::Relaxed);
+            let total = stats.total.load(Ordering::Relaxed);
+            let secs = start.elapsed().as_secs_f64().max(1e-3);
+            let rate = done as f64 / secs;
+            let eta = (total > done && rate > 0.0).then(|| (total - done) as f64 / rate);
+            ctx.progress(Progress {
+                phase: "download".into(),
+                done,
+                total: (total > 0).then_some(total),
+                rate: Some(rate),
+                eta_secs: eta,
+                message: Some(format!("{} bytes written", stats.written.load(Ordering::Relaxed))),
+                device: Some(device.clone()),
+            });
+        }
+    });
     tx
 }
 
+/// Download counters already moved into the metrics.
+#[derive(Default)]
+struct DownloadSynced {
+    retries: u32,
+    resumes: u32,
+}
+
+impl DownloadSynced {
+    fn sync(&mut self, metrics: Option<&Metrics>, dl: &Download) {
+        let Some(m) = metrics else { return };
+        let (retries, resumes) = (dl.retries(), dl.resumes());
+        m.download_retried(u64::from(retries.saturating_sub(self.retries)));
+        m.download_resumed(u64::from(resumes.saturating_sub(self.resumes)));
+        self.retries = retries;
+        self.resumes = resumes;
+    }
+}
+
 /// Stream one image to its target, verify it, and only then write its first MiB.
+///
+/// With `spec.metrics` the write is metered while it runs: bytes written and throughput every
+/// second, download retries and resumes as they happen, and at the end one
+/// `ipa_image_writes_total{result}` and, on a digest mismatch, a checksum failure.
 pub async fn stream_image(
-    mut dl: Download,
+    dl: Download,
     spec: StreamSpec,
     ctx: Option<CommandContext>,
 ) -> Result<StreamOutcome> {
-    let started = Instant::now();
+    let metrics = spec.metrics.clone();
     let stats = Arc::new(Stats::default());
+    let meter = metrics.clone().map(|m| {
+        Arc::new(WriteMeter {
+            metrics: m,
+            written: stats.written.clone(),
+            synced: AtomicU64::new(0),
+            started: Instant::now(),
+        })
+    });
+    let result = stream_metered(dl, spec, ctx, stats, meter.clone()).await;
+    if let Some(m) = &metrics {
+        if let Some(meter) = &meter {
+            meter.sync();
+        }
+        if matches!(result, Err(ImageError::Checksum { .. })) {
+            m.checksum_failed();
+        }
+        m.image_write_finished(result.is_ok());
+    }
+    result
+}
+
+async fn stream_metered(
+    mut dl: Download,
+    spec: StreamSpec,
+    ctx: Option<CommandContext>,
+    stats: Arc<Stats>,
+    meter: Option<Arc<WriteMeter>>,
+) -> Result<StreamOutcome> {
+    let started = Instant::now();
     let mut writer =
         Writer::open(&spec.target, &spec.device, spec.base, spec.limit, stats.written.clone())?;
     // Nothing bootable may remain while the new image is incomplete.
@@ -433,10 +515,19 @@ pub async fn stream_image(
         decode_stage(input, Sink { tx: op_tx }, policy, ranges, rt)
     });
 
-    let stop_progress = spawn_progress(ctx.clone(), stats.clone(), Duration::from_secs(1));
+    let stop_progress = spawn_progress(
+        ctx.clone(),
+        meter,
+        stats.clone(),
+        spec.device.clone(),
+        Duration::from_secs(1),
+    );
+    let mut synced = DownloadSynced::default();
     let dl_result: Result<bool> = async {
         loop {
-            match dl.next_chunk().await? {
+            let chunk = dl.next_chunk().await;
+            synced.sync(spec.metrics.as_ref(), &dl);
+            match chunk? {
                 Some(b) => {
                     if let Some(t) = dl.total() {
                         stats.total.store(t, Ordering::Relaxed);
@@ -511,6 +602,7 @@ pub async fn stream_image(
                 algo_name(&spec.expected),
                 out.image_size
             )),
+            device: Some(spec.device.clone()),
         });
     }
     tracing::info!(image = %spec.image_id, format = out.format.name(), compression = out.compression.name(),
@@ -552,6 +644,7 @@ async fn verify_readback(
                 rate: Some(rate),
                 eta_secs: (rate > 0.0).then(|| len.saturating_sub(done) as f64 / rate),
                 message: Some(msg),
+                device: Some(spec.device.clone()),
             });
         }
     };

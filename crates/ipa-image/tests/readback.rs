@@ -101,6 +101,7 @@ fn spec(
         limit: None,
         readback: true,
         before_readback: hook,
+        metrics: None,
     }
 }
 

@@ -10,6 +10,8 @@
 //!   ([`Heartbeater::spawn_dedicated`]), so a command saturating the agent's runtime can never
 //!   delay it past Ironic's callback timeout.
 //! * It stops when the agent stops serving (rescue, lockdown) or on shutdown.
+//! * With [`Heartbeater::with_metrics`] every attempt is recorded (outcome, latency, time of
+//!   the last success) in the agent's [`Metrics`]: the bus carries no heartbeat outcomes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ipa_core::command::CommandMode;
 use ipa_core::events::AgentEvent;
+use ipa_core::metrics::{HeartbeatResult, Metrics};
 use ipa_core::services::{ServeState, TokenStore};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -95,6 +98,7 @@ pub struct Heartbeater {
     events: broadcast::Receiver<AgentEvent>,
     control: watch::Receiver<ServeState>,
     stop: CancellationToken,
+    metrics: Option<Metrics>,
 }
 
 impl Heartbeater {
@@ -106,7 +110,13 @@ impl Heartbeater {
         control: watch::Receiver<ServeState>,
         stop: CancellationToken,
     ) -> Self {
-        Self { heartbeat_timeout, events, control, stop }
+        Self { heartbeat_timeout, events, control, stop, metrics: None }
+    }
+
+    /// Record every attempt in `metrics` (attempts, failures by reason, latency, last success).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The interval after an outcome.
@@ -136,6 +146,14 @@ impl Heartbeater {
             if now >= due || fire_forced {
                 let outcome = sink.beat().await;
                 let at = Instant::now();
+                if let Some(m) = &self.metrics {
+                    let result = match outcome {
+                        BeatOutcome::Accepted => HeartbeatResult::Accepted,
+                        BeatOutcome::Conflict => HeartbeatResult::Conflict,
+                        BeatOutcome::Failed(_) => HeartbeatResult::Error,
+                    };
+                    m.heartbeat(result, at - now);
+                }
                 last = Some(at);
                 if outcome == BeatOutcome::Accepted {
                     forced = false;
@@ -236,6 +254,7 @@ mod tests {
                 name: "clean.execute_clean_step".into(),
                 mode,
                 status: CommandStatus::Succeeded,
+                duration_secs: None,
             });
         }
     }
@@ -291,6 +310,38 @@ mod tests {
         assert_eq!(t.len(), 3, "{t:?}");
         assert_eq!(t[2], Duration::from_secs(61));
         r.stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_attempt_is_recorded_in_the_metrics_with_its_outcome() {
+        let (_bus, rx) = broadcast::channel(4);
+        let (_control, crx) = watch::channel(ServeState::Serving);
+        let stop = CancellationToken::new();
+        let rec = Arc::new(Recorder {
+            at: Mutex::default(),
+            script: Mutex::new(vec![
+                BeatOutcome::Failed("boom".into()),
+                BeatOutcome::Conflict,
+                BeatOutcome::Accepted,
+            ]),
+        });
+        let metrics = Metrics::new();
+        let hb = Heartbeater::new(300.0, rx, crx, stop.clone()).with_metrics(metrics.clone());
+        let sink: Arc<dyn HeartbeatSink> = rec.clone();
+        tokio::spawn(hb.run(sink));
+        advance(30.0).await;
+        assert_eq!(rec.at.lock().unwrap().len(), 3);
+        let text = metrics.encode().unwrap();
+        for line in [
+            "ipa_heartbeat_attempts_total 3",
+            "ipa_heartbeat_failures_total{reason=\"error\"} 1",
+            "ipa_heartbeat_failures_total{reason=\"conflict\"} 1",
+            "ipa_heartbeat_latency_seconds_count 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert!(text.contains("ipa_heartbeat_seconds_since_last_success "), "{text}");
+        stop.cancel();
     }
 
     #[tokio::test(start_paused = true)]

@@ -229,7 +229,8 @@ impl Lifecycle {
             self.services.events.subscribe(),
             self.services.control.watch(),
             self.stop.clone(),
-        );
+        )
+        .with_metrics(self.services.metrics.clone());
         match hb.spawn_dedicated(sink) {
             Ok(h) => Some(h),
             Err(e) => {

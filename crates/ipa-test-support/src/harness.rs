@@ -162,6 +162,7 @@ impl Harness {
             tls,
             identity: self.identity.subscribe(),
             ready: self.ready.clone(),
+            metrics: self.services.metrics.clone(),
         };
         let before = self.ready.all().len();
         let fut = transport.build(ctx).await.expect("transport builds");

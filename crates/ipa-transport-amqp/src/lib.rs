@@ -26,7 +26,7 @@ use ipa_core::dispatcher::SharedDispatcher;
 use ipa_core::events::AgentEvent;
 use ipa_core::registry::TransportDescriptor;
 use ipa_core::transport::{Transport, TransportContext, TransportError, TransportFuture};
-use ipa_envelope::link::{LinkStateCell, ReadyOnce, heartbeat_interval, next_event};
+use ipa_envelope::link::{LinkReporter, LinkStateCell, ReadyOnce, heartbeat_interval, next_event};
 use ipa_envelope::{Event, LinkState, Reply, decode_request, handle_staged, too_large};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
@@ -314,11 +314,12 @@ enum SessionEnd {
 
 struct Shared {
     cfg: AmqpConfig,
-    state: watch::Sender<LinkState>,
+    state: LinkReporter,
 }
 
 async fn serve(cfg: AmqpConfig, mut ctx: TransportContext) -> Result<(), TransportError> {
-    let shared = Shared { state: cfg.state.sender().clone(), cfg };
+    let state = LinkReporter::new(cfg.state.sender().clone(), ctx.metrics.clone(), "amqp");
+    let shared = Shared { state, cfg };
     let cfg = &shared.cfg;
     let mut backoff = cfg.link.reconnect_min_ms.max(10);
     // Ready on the first connect, or "(connecting)" after the timeout.
@@ -358,11 +359,11 @@ async fn serve(cfg: AmqpConfig, mut ctx: TransportContext) -> Result<(), Transpo
                 match &e {
                     AmqpError::Refused(reason) => {
                         tracing::error!(broker = %cfg.display_endpoint(), %reason, "amqp: broker refused the agent");
-                        shared.state.send_replace(LinkState::Refused { reason: reason.clone() });
+                        shared.state.set(LinkState::Refused { reason: reason.clone() });
                     }
                     other => {
                         tracing::warn!(broker = %cfg.display_endpoint(), error = %other, retry_ms = backoff, "amqp: link down; reconnecting");
-                        shared.state.send_replace(LinkState::Down { reason: other.to_string() });
+                        shared.state.set(LinkState::Down { reason: other.to_string() });
                     }
                 }
                 // Jitter 0.5–1.0 of the backoff so a fleet does not reconnect in lockstep.
@@ -434,7 +435,7 @@ async fn session(
     if ctx.shutdown.is_cancelled() {
         return Ok(SessionEnd::Shutdown);
     }
-    shared.state.send_replace(LinkState::Connecting);
+    shared.state.set(LinkState::Connecting);
     let conn_name = format!("ipa-agent {agent_id}");
     let conn = tokio::select! {
         c = connect(cfg.uri()?, cfg.tls()?, &conn_name) => c?,
@@ -477,7 +478,7 @@ async fn session(
     *connected = true;
     let endpoint = format!("{}/{queue}", cfg.display_endpoint());
     tracing::info!(%endpoint, %agent_id, "amqp: consuming");
-    shared.state.send_replace(LinkState::Up { endpoint: endpoint.clone() });
+    shared.state.set(LinkState::Up { endpoint: endpoint.clone() });
     ready.report(endpoint);
     let exchange = cfg.events_exchange.clone();
     publish_event(&ch, &exchange, agent_id, AgentEvent::AgentOnline { agent_id: agent_id.into() })

@@ -490,6 +490,7 @@ async fn bind_failure_is_a_startup_error() {
         tls: None,
         identity: h.identity.subscribe(),
         ready: h.ready.clone(),
+        metrics: h.services.metrics.clone(),
     };
     let e = ipa_core::transport::Transport::build(&t, ctx).await.err().expect("port in use");
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");

@@ -138,6 +138,7 @@ async fn unusable_tls_material_is_a_startup_error() {
         tls: Some(bad),
         identity: h.identity.subscribe(),
         ready: h.ready.clone(),
+        metrics: h.services.metrics.clone(),
     };
     let t = RestTransport::new("127.0.0.1", 0);
     let e = ipa_core::transport::Transport::build(&t, ctx).await.err().expect("mismatched key");

@@ -31,7 +31,7 @@ use ipa_core::events::AgentEvent;
 use ipa_core::registry::TransportDescriptor;
 use ipa_core::secret::Secret;
 use ipa_core::transport::{Transport, TransportContext, TransportError, TransportFuture};
-use ipa_envelope::link::{LinkStateCell, ReadyOnce, heartbeat_interval, next_event};
+use ipa_envelope::link::{LinkReporter, LinkStateCell, ReadyOnce, heartbeat_interval, next_event};
 use ipa_envelope::{Event, LinkState, decode_request, handle};
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -344,7 +344,7 @@ async fn serve(
     mut agent_id: String,
 ) -> Result<(), TransportError> {
     let bound = cfg.bind.is_some();
-    let state = cfg.state.sender().clone();
+    let state = LinkReporter::new(cfg.state.sender().clone(), ctx.metrics.clone(), "zmq");
     let max = cfg.link.max_message_bytes as usize;
     let mut events = ctx.dispatcher.subscribe();
     let mut peers = Peers::default();
@@ -354,7 +354,7 @@ async fn serve(
     let ready = ReadyOnce::new(ctx.ready.clone(), "zmq");
     if bound {
         ready.report(bridge.endpoint.clone());
-        state.send_replace(LinkState::Up { endpoint: bridge.endpoint.clone() });
+        state.set(LinkState::Up { endpoint: bridge.endpoint.clone() });
     }
     tracing::info!(endpoint = %bridge.endpoint, bound, agent_id = %agent_id, curve = cfg.curve_server_key.is_some() || cfg.has_secret(), "zmq transport started");
     let mut failures_logged = 0u32;
@@ -400,7 +400,7 @@ async fn serve(
                     Inbound::Link(LinkEvent::Up { endpoint }) => {
                         failures_logged = 0;
                         tracing::info!(%endpoint, "zmq link up");
-                        state.send_replace(LinkState::Up { endpoint: endpoint.clone() });
+                        state.set(LinkState::Up { endpoint: endpoint.clone() });
                         if !bound {
                             send_event(&bridge.handle, bound, &peers, &agent_id,
                                 AgentEvent::AgentOnline { agent_id: agent_id.clone() });
@@ -413,13 +413,13 @@ async fn serve(
                             tracing::error!(%endpoint, %reason, "zmq: CURVE/ZMTP handshake refused");
                         }
                         failures_logged += 1;
-                        state.send_replace(LinkState::Refused { reason });
+                        state.set(LinkState::Refused { reason });
                     }
                     Inbound::Link(LinkEvent::Down { endpoint }) => {
                         if !bound {
                             tracing::info!(%endpoint, "zmq link down; libzmq reconnects");
-                            if matches!(*state.borrow(), LinkState::Up { .. }) {
-                                state.send_replace(LinkState::Down { reason: format!("disconnected from {endpoint}") });
+                            if state.is_up() {
+                                state.set(LinkState::Down { reason: format!("disconnected from {endpoint}") });
                             }
                         }
                     }
@@ -449,7 +449,7 @@ async fn serve(
                     let fresh = start(&cfg, &agent_id)?;
                     let old = std::mem::replace(&mut bridge, fresh);
                     stop(old).await;
-                    state.send_replace(LinkState::Connecting);
+                    state.set(LinkState::Connecting);
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! Configuration: IPA's option names (spec `ipa-agent.md` §4.10) in typed sections
 //! ([`AgentConfig`]: `[agent]`, `[ironic]`, `[api]`, `[http]`, `[image]`, `[inspection]`,
-//! `[link]`), layered with figment:
+//! `[link]`, `[metrics]`), layered with figment:
 //!
 //! 1. defaults ([`AgentConfig::default`]);
 //! 2. IPA's INI files (`/etc/ironic-python-agent.conf`, `/etc/ironic-python-agent.d/*.conf`,
@@ -33,7 +33,7 @@ pub use cmdline::{KernelCmdline, parse_cmdline};
 pub use ini::{IPA_CONFIG_DIR, IPA_CONFIG_FILE, IpaIni, ipa_ini_files, parse_ini};
 pub use sections::{
     AgentSection, ApiSection, HttpSection, ImageSection, InspectionSection, IronicSection,
-    LinkSection,
+    LinkSection, MetricsSection,
 };
 
 /// oslo's strict boolean parsing: `1/t/true/on/y/yes` and `0/f/false/off/n/no`, any case.
@@ -159,6 +159,9 @@ pub struct AgentConfig {
     /// `[link]`: settings the broker transports share.
     #[serde(default)]
     pub link: LinkSection,
+    /// `[metrics]`: the Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSection,
     /// IPA options that were set but that this agent does not implement ([`NOT_IMPLEMENTED`]);
     /// filled by [`load`], logged at WARN by the binary.
     #[serde(skip)]
@@ -166,7 +169,8 @@ pub struct AgentConfig {
 }
 
 /// The core sections, in the order of [`AgentConfig`]'s fields.
-pub const SECTIONS: &[&str] = &["agent", "ironic", "api", "http", "image", "inspection", "link"];
+pub const SECTIONS: &[&str] =
+    &["agent", "ironic", "api", "http", "image", "inspection", "link", "metrics"];
 
 /// IPA options this agent does not implement yet. They are accepted (kernel parameter, env,
 /// file) so an IPA boot configuration keeps working, have no effect, and are logged at WARN when
@@ -527,13 +531,14 @@ mod tests {
     #[test]
     fn every_option_has_one_flat_name_in_one_section() {
         let names = AgentConfig::option_names();
-        assert_eq!(names.len(), 63, "{names:?}");
+        assert_eq!(names.len(), 65, "{names:?}");
         assert_eq!(names["listen_port"], "api.listen_port");
         assert_eq!(names["agent_token"], "ironic.agent_token");
         assert_eq!(names["cafile"], "http.cafile");
         assert_eq!(names["permitted_image_formats"], "image.permitted_image_formats");
         assert_eq!(names["collect_lldp"], "inspection.collect_lldp");
         assert_eq!(names["agent_id"], "link.agent_id");
+        assert_eq!(names["metrics_enabled"], "metrics.metrics_enabled");
         for dotted in names.values() {
             let section = dotted.split_once('.').map(|(s, _)| s).unwrap_or_default();
             assert!(SECTIONS.contains(&section), "{dotted}");
@@ -617,6 +622,35 @@ mod tests {
             assert_eq!(c.ironic.lookup_timeout, 20, "the TOML file overrides the INI files");
             assert_eq!(c.api.listen_port, 3000, "kernel parameters override the INI files");
             assert_eq!(c.not_implemented, ["ntp_server"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn metrics_are_on_by_default_and_every_layer_reaches_the_metrics_section() {
+        let c = AgentConfig::default();
+        assert!(c.metrics.metrics_enabled);
+        assert_eq!(c.metrics.metrics_listen, None);
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("cmdline", "ipa-metrics-enabled=0\n")?;
+            let src =
+                ConfigSources { kernel_cmdline: Some("cmdline".into()), ..Default::default() };
+            let (c, _) = load(&src).map_err(|e| e.to_string())?;
+            assert!(!c.metrics.metrics_enabled, "kernel parameter ipa-metrics-enabled");
+
+            jail.set_env("IPA_METRICS_ENABLED", "false");
+            jail.set_env("IPA_METRICS_LISTEN", "127.0.0.1:9100");
+            let (c, _) = load(&ConfigSources { env: true, ..Default::default() })
+                .map_err(|e| e.to_string())?;
+            assert!(!c.metrics.metrics_enabled, "IPA_METRICS_ENABLED");
+            assert_eq!(c.metrics.metrics_listen.as_deref(), Some("127.0.0.1:9100"));
+
+            jail.create_file("m.toml", "[metrics]\nmetrics_enabled = true\n")?;
+            let src = ConfigSources { file: Some("m.toml".into()), ..Default::default() };
+            assert!(load(&src).map_err(|e| e.to_string())?.0.metrics.metrics_enabled);
+            jail.create_file("typo.toml", "[metrics]\nbackend = \"statsd\"\n")?;
+            let src = ConfigSources { file: Some("typo.toml".into()), ..Default::default() };
+            assert!(load(&src).is_err(), "the section refuses unknown keys");
             Ok(())
         });
     }

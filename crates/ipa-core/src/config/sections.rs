@@ -248,6 +248,21 @@ pub struct LinkSection {
     pub max_message_bytes: u64,
 }
 
+/// The `[metrics]` section: the Prometheus endpoint of [`crate::metrics`]. Read by
+/// `ipa-transport-rest`, which serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Serve the metrics (`GET /metrics`, no agent token). Not an IPA option (IPA's own
+    /// `[metrics]` INI section configures statsd and is not read).
+    #[serde(default = "d_true", deserialize_with = "lenient_bool")]
+    pub metrics_enabled: bool,
+    /// `HOST:PORT` of a separate plain-HTTP listener that serves only `/metrics`; when set, the
+    /// REST port no longer serves it. Unset: `/metrics` is on the REST port.
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    pub metrics_listen: Option<String>,
+}
+
 /// `Default` of a section: deserializing an empty table applies every `#[serde(default …)]`, so
 /// the defaults are written once, on the fields.
 macro_rules! section_defaults {
@@ -267,5 +282,6 @@ section_defaults!(
     HttpSection,
     ImageSection,
     InspectionSection,
-    LinkSection
+    LinkSection,
+    MetricsSection
 );

@@ -489,6 +489,7 @@ impl Eraser {
                     rate: None,
                     eta_secs: None,
                     message: Some(format!("{dev} sanitize ({})", action.name())),
+                    device: Some(dev.to_string()),
                 });
             }
             if started.elapsed() >= limit {
@@ -678,6 +679,7 @@ impl Eraser {
                                 rate: Some(rate),
                                 eta_secs: (rate > 0.0).then(|| (total - done) as f64 / rate),
                                 message: Some(format!("{d} pass {}/{npasses}", i + 1)),
+                                device: Some(d.clone()),
                             });
                         }
                     };
