@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use ipa_core::command::{CommandRequest, CommandResult};
 use ipa_core::dispatcher::SharedDispatcher;
 use ipa_core::error::AgentError;
+use ipa_core::metrics::Metrics;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -27,7 +28,14 @@ pub(crate) struct ApiState {
     pub timeouts: crate::Timeouts,
     pub scheme: &'static str,
     pub local_addr: SocketAddr,
+    /// Served at `GET /metrics` (no token) when set.
+    pub metrics: Option<Metrics>,
+    /// The separate metrics listener: every other route is 404.
+    pub metrics_only: bool,
 }
+
+/// The path of the Prometheus endpoint.
+pub const METRICS_PATH: &str = "/metrics";
 
 const GET: &[&str] = &["GET", "HEAD"];
 const GET_POST: &[&str] = &["GET", "HEAD", "POST"];
@@ -342,7 +350,24 @@ async fn respond(
     }
 }
 
-/// Handle one request and write the access-log line (with `agent_token` masked).
+/// `GET /metrics`: the Prometheus text of `metrics` (no token: it carries no secret).
+fn metrics_response(
+    method: &Method,
+    metrics: &Metrics,
+) -> Result<Response<Full<Bytes>>, RestError> {
+    if !method_allowed(GET, method) {
+        return Err(RestError::MethodNotAllowed { allow: GET });
+    }
+    let text = metrics.encode().map_err(RestError::Metrics)?;
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ipa_core::metrics::CONTENT_TYPE));
+    h.insert(header::SERVER, HeaderValue::from_static(SERVER_HEADER));
+    Ok(r)
+}
+
+/// Handle one request and write the access-log line (with `agent_token` masked; scrapes of
+/// `/metrics` are logged at DEBUG, they come every few seconds).
 pub(crate) async fn handle(
     state: &ApiState,
     req: Request<Incoming>,
@@ -355,19 +380,25 @@ pub(crate) async fn handle(
     let ip = client_ip(req.headers(), peer);
 
     let path = percent_decode(&raw_path, false);
-    let response = match route(&method, &path) {
-        Ok(r) => respond(state, req, r, &query).await,
-        Err(e) => Err(e),
+    let scrape = path == METRICS_PATH;
+    let response = match (&state.metrics, scrape) {
+        (Some(m), true) => metrics_response(&method, m),
+        _ if state.metrics_only => Err(RestError::RouteNotFound),
+        _ => match route(&method, &path) {
+            Ok(r) => respond(state, req, r, &query).await,
+            Err(e) => Err(e),
+        },
     }
     .unwrap_or_else(fault_response);
 
     let q = if query.is_empty() { String::new() } else { format!("?{}", mask_query(&query)) };
-    tracing::info!(
-        target: "ipa_transport_rest::access",
-        "{ip} - {method} {raw_path}{q} - {} ({}ms)",
-        response.status().as_u16(),
-        started.elapsed().as_millis()
-    );
+    let status = response.status().as_u16();
+    let ms = started.elapsed().as_millis();
+    if scrape {
+        tracing::debug!(target: "ipa_transport_rest::access", "{ip} - {method} {raw_path}{q} - {status} ({ms}ms)");
+    } else {
+        tracing::info!(target: "ipa_transport_rest::access", "{ip} - {method} {raw_path}{q} - {status} ({ms}ms)");
+    }
     response
 }
 

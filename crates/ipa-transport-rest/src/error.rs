@@ -67,6 +67,15 @@ pub enum RestError {
         /// What is wrong.
         reason: String,
     },
+    /// The metrics could not be encoded.
+    #[error("cannot encode the metrics")]
+    Metrics(#[source] ipa_core::metrics::MetricsError),
+    /// `metrics_listen` is not `HOST:PORT`.
+    #[error("metrics_listen {value:?} is not HOST:PORT")]
+    MetricsListen {
+        /// The configured value.
+        value: String,
+    },
     /// The listen address could not be resolved or bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -123,7 +132,10 @@ impl From<RestError> for AgentError {
                 http_error(400, "Bad Request", "Missing or invalid name or params")
             }
             RestError::Agent(e) => e,
-            other @ (RestError::Tls { .. } | RestError::Bind { .. }) => {
+            other @ (RestError::Tls { .. }
+            | RestError::Bind { .. }
+            | RestError::Metrics(_)
+            | RestError::MetricsListen { .. }) => {
                 AgentError::internal("RuntimeError", other.to_string())
             }
         }

@@ -12,7 +12,10 @@
 //! * `Server: ironic-python-agent`, a `Date` header, a request-body limit (413);
 //! * one access-log line per request, `agent_token` masked as `***`;
 //! * static TLS 1.2/1.3 with rustls + ring ([`tls::tls_acceptor`], reusable for auto-TLS);
-//! * graceful shutdown: in-flight replies finish (bounded by [`SHUTDOWN_GRACE`]).
+//! * graceful shutdown: in-flight replies finish (bounded by [`SHUTDOWN_GRACE`]);
+//! * `GET /metrics`: the agent's Prometheus metrics ([`ipa_core::metrics`], docs/metrics.md),
+//!   without a token, unless `[metrics] metrics_enabled` is off; with `metrics_listen` they
+//!   move to a separate plain-HTTP listener that serves nothing else.
 //!
 //! Registered as transport `rest`, always on: it listens on `listen_host:listen_port`.
 
@@ -98,6 +101,11 @@ pub struct RestTransport {
     pub timeouts: Timeouts,
     /// Open connections allowed per client address.
     pub max_connections_per_client: usize,
+    /// Serve `GET /metrics` (`[metrics] metrics_enabled`).
+    pub metrics_enabled: bool,
+    /// `HOST:PORT` of a separate metrics listener (`[metrics] metrics_listen`); the API port
+    /// then does not serve `/metrics`.
+    pub metrics_listen: Option<String>,
 }
 
 impl RestTransport {
@@ -109,20 +117,41 @@ impl RestTransport {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             timeouts: Timeouts::default(),
             max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            metrics_enabled: true,
+            metrics_listen: None,
         }
     }
 
-    /// From the agent configuration (`listen_host`, `listen_port`).
+    /// From the agent configuration (`listen_host`, `listen_port`, the `[metrics]` section).
     pub fn from_agent_config(config: &AgentConfig) -> Self {
-        Self::new(config.api.listen_host.clone(), config.api.listen_port)
+        let mut t = Self::new(config.api.listen_host.clone(), config.api.listen_port);
+        t.metrics_enabled = config.metrics.metrics_enabled;
+        t.metrics_listen = config.metrics.metrics_listen.clone().filter(|l| !l.trim().is_empty());
+        t
     }
+}
+
+/// `HOST:PORT` → (host, port); the host may be a bracketed IPv6 address.
+pub fn split_host_port(value: &str) -> Result<(String, u16), RestError> {
+    let bad = || RestError::MetricsListen { value: value.to_string() };
+    let (host, port) = value.trim().rsplit_once(':').ok_or_else(bad)?;
+    let port = port.parse::<u16>().map_err(|_| bad())?;
+    if host.is_empty() || (host.contains(':') && !host.starts_with('[')) {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
 }
 
 fn from_config(
     _figment: &Figment,
     config: &AgentConfig,
 ) -> Result<Option<Box<dyn Transport>>, ConfigError> {
-    Ok(Some(Box::new(RestTransport::from_agent_config(config))))
+    let t = RestTransport::from_agent_config(config);
+    if let Some(l) = &t.metrics_listen {
+        split_host_port(l)
+            .map_err(|e| ConfigError::Plugin { plugin: NAME.into(), reason: e.to_string() })?;
+    }
+    Ok(Some(Box::new(t)))
 }
 
 inventory::submit! {
@@ -205,30 +234,67 @@ impl Transport for RestTransport {
             })?),
             None => None,
         };
-        let listener = bind(&self.listen_host, self.listen_port).await.map_err(|e| match e {
+        let startup = |e: RestError| match e {
             RestError::Bind { addr, source } => {
                 TransportError::Bind { transport: NAME.into(), addr, source }
             }
             other => {
                 TransportError::Connection { transport: NAME.into(), reason: other.to_string() }
             }
-        })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| TransportError::Io { transport: NAME.into(), source })?;
+        };
+        let listener = bind(&self.listen_host, self.listen_port).await.map_err(startup)?;
+        let local = |l: &TcpListener| {
+            l.local_addr().map_err(|source| TransportError::Io { transport: NAME.into(), source })
+        };
+        let local_addr = local(&listener)?;
         let scheme = if acceptor.is_some() { "https" } else { "http" };
+        let separate = self.metrics_enabled && self.metrics_listen.is_some();
         let state = Arc::new(ApiState {
             dispatcher: ctx.dispatcher.clone(),
             max_body_bytes: self.max_body_bytes,
             timeouts: self.timeouts,
             scheme,
             local_addr,
+            metrics: (self.metrics_enabled && !separate).then(|| ctx.metrics.clone()),
+            metrics_only: false,
         });
-        tracing::info!(address = %local_addr, tls = acceptor.is_some(), "REST API listening");
+        let limit = self.max_connections_per_client.max(1);
+        // The separate metrics listener: plain HTTP, `/metrics` only, same limits.
+        let metrics_server = match self.metrics_listen.as_deref().filter(|_| separate) {
+            Some(addr) => {
+                let (host, port) = split_host_port(addr).map_err(startup)?;
+                let l = bind(&host, port).await.map_err(startup)?;
+                let addr = local(&l)?;
+                tracing::info!(address = %addr, "metrics listening (GET /metrics, no token)");
+                let st = Arc::new(ApiState {
+                    scheme: "http",
+                    local_addr: addr,
+                    metrics: Some(ctx.metrics.clone()),
+                    metrics_only: true,
+                    ..(*state).clone()
+                });
+                Some(serve(l, None, st, limit, ctx.shutdown.clone()))
+            }
+            None => None,
+        };
+        tracing::info!(
+            address = %local_addr,
+            tls = acceptor.is_some(),
+            metrics = state.metrics.is_some(),
+            "REST API listening"
+        );
         ctx.ready
             .report(ReadyInfo { transport: NAME.into(), endpoint: endpoint(scheme, local_addr) });
-        let limit = self.max_connections_per_client.max(1);
-        Ok(Box::pin(serve(listener, acceptor, state, limit, ctx.shutdown)))
+        let api = serve(listener, acceptor, state, limit, ctx.shutdown);
+        Ok(Box::pin(async move {
+            match metrics_server {
+                Some(m) => {
+                    let (a, m) = tokio::join!(api, m);
+                    a.and(m)
+                }
+                None => api.await,
+            }
+        }))
     }
 }
 
@@ -366,6 +432,16 @@ mod tests {
         assert_eq!(endpoint("http", "0.0.0.0:9999".parse().unwrap()), "http://127.0.0.1:9999");
         assert_eq!(endpoint("https", "[::]:1".parse().unwrap()), "https://[::1]:1");
         assert_eq!(endpoint("http", "[fe80::1]:2".parse().unwrap()), "http://[fe80::1]:2");
+    }
+
+    #[test]
+    fn metrics_listen_is_host_colon_port() {
+        assert_eq!(split_host_port("127.0.0.1:9100").unwrap(), ("127.0.0.1".into(), 9100));
+        assert_eq!(split_host_port("[::1]:9100").unwrap(), ("[::1]".into(), 9100));
+        assert_eq!(split_host_port(" metrics.local:1 ").unwrap(), ("metrics.local".into(), 1));
+        for bad in ["", "9100", ":9100", "host:", "host:99999", "::1:9100", "h:p"] {
+            assert!(split_host_port(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
