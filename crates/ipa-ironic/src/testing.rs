@@ -275,8 +275,14 @@ instance_master_path = {st}/master
     /// Create the schema and start Ironic; returns once the conductor has registered
     /// `fake-hardware` (at most 120 s).
     pub fn start(opts: &IronicOptions) -> Result<Self, String> {
+        Self::start_tuned(opts, "")
+    }
+
+    /// [`IronicServer::start`] with `extra` INI text appended to the configuration (oslo.config
+    /// merges a repeated section, so `"[conductor]\ndeploy_callback_timeout = 60\n"` works).
+    pub fn start_tuned(opts: &IronicOptions, extra: &str) -> Result<Self, String> {
         let http_port = free_port();
-        Self::start_with(|me| me.config(opts, http_port), "fake-hardware")
+        Self::start_with(|me| format!("{}{extra}", me.config(opts, http_port)), "fake-hardware")
     }
 
     /// Start Ironic with the configuration `config` returns (given the server, for its state
