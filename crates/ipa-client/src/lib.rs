@@ -8,9 +8,11 @@
 //!   `ROUTER`); [`zmq::ZmqController::agent`] gives a client for one agent.
 //!
 //! The broker clients speak the envelope of `ipa-envelope` (see `docs/transport-protocol.md`).
+//! [`metrics::parse`] reads an agent's Prometheus scrape into structured families.
 //! `ipactl` (in `src/bin`) is the operator CLI on top.
 
 pub mod amqp;
+pub mod metrics;
 pub mod rest;
 pub mod zmq;
 

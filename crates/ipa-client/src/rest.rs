@@ -1,6 +1,6 @@
-//! REST client for IPA's API (`/v1/commands/`, `/v1/status`) over HTTP or HTTPS, on the
-//! workspace's one outbound stack ([`ipa_http`]). Events are not pushed over REST; `ipactl
-//! --watch` polls instead.
+//! REST client for IPA's API (`/v1/commands/`, `/v1/status`) and the agent's `/metrics`, over
+//! HTTP or HTTPS, on the workspace's one outbound stack ([`ipa_http`]). Events are not pushed
+//! over REST; `ipactl --watch` polls instead.
 
 use std::time::Duration;
 
@@ -88,6 +88,35 @@ impl RestClient {
             code: status.as_u16(),
             message: if s("message").is_empty() { s("faultstring") } else { s("message") },
             details: s("details"),
+        }))
+    }
+
+    /// The agent's Prometheus scrape, `GET /metrics` (no token; docs/metrics.md). `base` may
+    /// also be a separate `metrics_listen` address.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let req = Outgoing::new(Method::GET, format!("{}/metrics", self.base));
+        let resp = match self.http.send_collect(req, 16 << 20, Some(self.timeout)).await {
+            Ok(r) => r,
+            Err(ipa_http::HttpError::Timeout { .. }) => {
+                return Err(ClientError::Timeout(self.timeout));
+            }
+            Err(e) => return Err(ClientError::Transport(e.to_string())),
+        };
+        let text = String::from_utf8_lossy(&resp.body).into_owned();
+        if resp.status.is_success() {
+            return Ok(text);
+        }
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let fault = v.get("faultstring").and_then(Value::as_str).unwrap_or("");
+        Err(ClientError::Agent(ErrorBody {
+            kind: "MetricsUnavailable".into(),
+            code: resp.status.as_u16(),
+            message: format!("GET /metrics answered {}", resp.status.as_u16()),
+            details: if fault.is_empty() {
+                "metrics are off (metrics_enabled) or served on metrics_listen".into()
+            } else {
+                fault.to_string()
+            },
         }))
     }
 

@@ -5,6 +5,7 @@
 //! ipactl --amqp amqp://guest:guest@broker:5672/%2f --agent <node-uuid> --token T run standby.sync
 //! ipactl --zmq-bind tcp://0.0.0.0:5555 --agent <id> --token T run deploy.execute_deploy_step --params @step.json --watch
 //! ipactl --amqp amqp://broker/%2f agents --json
+//! ipactl --rest http://10.0.0.5:9999 metrics --json
 //! ipactl verify-erase report.json --inventory inventory.json --disk /dev/vda=vda.img
 //! ```
 //!
@@ -98,6 +99,9 @@ enum Cmd {
     List,
     /// Live agents seen on the broker / controller socket.
     Agents,
+    /// The agent's Prometheus metrics (`GET /metrics`, no token; REST only, `--rest` may name
+    /// a `metrics_listen` address): the scrape text, or with `--json` its parsed families.
+    Metrics,
     /// Check a signed erase report (no agent needed): the signature, coverage of the
     /// inventory's disks, every read-back sample's claim, and optionally the disks' bytes now.
     VerifyErase {
@@ -325,6 +329,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 for s in seen {
                     println!("{}\t{:.1}s ago", s.agent_id, s.last_seen_secs);
                 }
+            }
+        }
+        Cmd::Metrics => {
+            let Conn::Rest(r) = &conn else {
+                bail!("`metrics` reads the agent's /metrics endpoint: use --rest");
+            };
+            let text = r.metrics().await?;
+            if cli.json {
+                let families = ipa_client::metrics::parse(&text)?;
+                println!("{}", serde_json::to_string_pretty(&families)?);
+            } else {
+                print!("{text}");
             }
         }
         Cmd::VerifyErase { .. } => bail!("verify-erase is handled before connecting"),
