@@ -6,6 +6,11 @@
 //! successful deploy the simulated disk is read back: the image's partition data at the start,
 //! the backup GPT at the end of the disk, and (with a config drive) a `config-2` ISO partition
 //! at the end holding the user data. One Ironic, one fresh simulated machine per flow.
+//!
+//! After every deploy the agent's `GET /metrics` (no token) is scraped: a successful deploy
+//! shows the image bytes written, one successful write and heartbeats Ironic accepted; the
+//! wrong checksum shows one checksum failure. The scrape after the raw deploy is kept in
+//! `<target>/tmp/metrics-after-deploy.txt`.
 #![cfg(feature = "transport-rest")]
 
 use std::fs::File;
@@ -14,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ipa_ironic::testing::{FileServer, IronicOptions, IronicServer, free_port};
+use ipa_ironic::testing::{FileServer, IronicOptions, IronicServer, free_port, http};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -147,6 +152,7 @@ struct Agent {
     child: Child,
     log: PathBuf,
     sandbox: PathBuf,
+    port: u16,
 }
 
 impl Agent {
@@ -181,7 +187,14 @@ impl Agent {
             .stderr(out)
             .spawn()
             .unwrap();
-        Self { child, log, sandbox }
+        Self { child, log, sandbox, port }
+    }
+
+    /// `GET /metrics` without a token.
+    fn metrics(&self) -> String {
+        let (code, body) = http(self.port, "GET", "/metrics", &[], None).unwrap();
+        assert_eq!(code, 200, "{body}");
+        body
     }
 
     fn log_tail(&self, n: usize) -> String {
@@ -213,6 +226,33 @@ impl Drop for Agent {
         }
         let _ = self.child.wait();
     }
+}
+
+/// The value of `series` (name and labels exactly as written) in a scrape.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// What the agent's metrics must say after a deploy that reached `active`.
+fn check_metrics_after_deploy(name: &str, text: &str) {
+    let get = |s: &str| sample(text, s).unwrap_or_else(|| panic!("{name}: no {s} in:\n{text}"));
+    assert!(get("ipa_image_bytes_written_total") > 0.0, "{name}: {text}");
+    assert_eq!(get("ipa_image_writes_total{result=\"success\"}"), 1.0, "{name}: {text}");
+    assert_eq!(get("ipa_image_checksum_failures_total"), 0.0, "{name}");
+    assert!(get("ipa_image_write_throughput_bytes_per_second") > 0.0, "{name}");
+    let failures: f64 = ["conflict", "error"]
+        .iter()
+        .map(|r| get(&format!("ipa_heartbeat_failures_total{{reason=\"{r}\"}}")))
+        .sum();
+    let accepted = get("ipa_heartbeat_attempts_total") - failures;
+    assert!(accepted > 0.0, "{name}: no heartbeat accepted by Ironic: {text}");
+    assert!(get("ipa_heartbeat_latency_seconds_count") >= 1.0, "{name}");
+    assert!(get("ipa_heartbeat_seconds_since_last_success") >= 0.0, "{name}");
+    let deploy = "ipa_commands_total{command=\"deploy.execute_deploy_step\",status=\"SUCCEEDED\"}";
+    assert!(get(deploy) >= 1.0, "{name}: {text}");
+    assert!(get("ipa_process_resident_memory_bytes") > 0.0, "{name}");
 }
 
 fn read_at(f: &File, offset: u64, len: usize) -> Vec<u8> {
@@ -424,8 +464,18 @@ fn real_ironic_deploys_raw_qcow2_and_zstd_images_with_and_without_config_drive()
                 "log.collect_system_logs answered and Ironic stored the archive: {logs:?}\n{}",
                 ir.log_problems(20)
             );
+            let text = agent.metrics();
+            assert_eq!(sample(&text, "ipa_image_checksum_failures_total"), Some(1.0), "{text}");
+            assert_eq!(sample(&text, "ipa_image_writes_total{result=\"failure\"}"), Some(1.0));
         } else {
             check_disk(&agent, &image, flow.configdrive);
+            let text = agent.metrics();
+            check_metrics_after_deploy(flow.name, &text);
+            if flow.name == "raw" {
+                let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("metrics-after-deploy.txt");
+                std::fs::write(&out, &text).unwrap();
+                eprintln!("[ironic images] metrics after the raw deploy: {}", out.display());
+            }
         }
         drop(agent);
         times.push((flow.name.into(), t.elapsed()));
