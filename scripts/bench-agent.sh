@@ -22,7 +22,7 @@ echo "|---|---|---|---|"
 for i in 1 2 3 4 5; do
   rm -rf "$work/sb"
   t0=$(date +%s%N)
-  "$bin" --standalone --sandbox "$work/sb" --listen "127.0.0.1:$port" --token "$tok" \
+  "$bin" --standalone --sandbox "$work/sb" --listen "127.0.0.1:$port" --token="$tok" \
     --kernel-cmdline none >"$work/log" 2>&1 &
   pid=$!
   for _ in $(seq 1 1000); do

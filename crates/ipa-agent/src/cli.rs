@@ -27,8 +27,15 @@ pub struct Cli {
     /// Address of the REST API, `HOST:PORT` (`[::1]:9999` for IPv6).
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<SocketAddr>,
-    /// Agent token (standalone mode).
-    #[arg(long, value_name = "TOKEN", env = "IPA_AGENT_TOKEN", hide_env_values = true)]
+    /// Agent token (standalone mode). It may begin with `-` (Ironic's tokens are URL-safe
+    /// base64); `--token=VALUE` always works.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "IPA_AGENT_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     pub token: Option<String>,
     /// Simulated machine description for the simulated hardware manager.
     #[arg(long, value_name = "FILE")]
@@ -93,5 +100,24 @@ impl Cli {
             set("log_format", json!(f));
         }
         m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_beginning_with_a_dash_is_a_value_in_both_spellings() {
+        let tok = "-Xy_3kq9Vb2-token";
+        for argv in [
+            vec!["ipa-agent", "--token", tok, "--standalone"],
+            vec!["ipa-agent", &format!("--token={tok}"), "--standalone"],
+        ] {
+            let cli = Cli::try_parse_from(argv.iter().map(|s| s.to_string())).expect("parses");
+            assert_eq!(cli.token.as_deref(), Some(tok));
+            assert!(cli.standalone);
+            assert_eq!(cli.overrides()["agent_token"], json!(tok));
+        }
     }
 }

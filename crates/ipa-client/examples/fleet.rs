@@ -96,7 +96,9 @@ enum Cmd {
         amqp_url: Option<String>,
         #[arg(long)]
         zmq_endpoint: Option<String>,
-        #[arg(long)]
+        /// The controller's CURVE public key (Z85). A Z85 key may begin with `-`: pass it as
+        /// `--zmq-server-key=KEY` (what `child_args` does); a separate value is accepted too.
+        #[arg(long, allow_hyphen_values = true)]
         zmq_server_key: Option<String>,
     },
 }
@@ -440,7 +442,7 @@ async fn bench(
             };
             beam = beam_pid();
             _rabbit = Some(r);
-            extra.extend(["--amqp-url".into(), url.clone()]);
+            extra.push(flag("amqp-url", &url));
             Controller::Amqp(
                 AmqpController::connect(AmqpConfig::new(url))
                     .await
@@ -456,12 +458,7 @@ async fn bench(
             };
             let c = ZmqController::bind("tcp://127.0.0.1:*", curve)
                 .map_err(|e| anyhow::anyhow!("controller bind: {e}"))?;
-            extra.extend([
-                "--zmq-endpoint".into(),
-                c.endpoint().to_string(),
-                "--zmq-server-key".into(),
-                public,
-            ]);
+            extra.extend([flag("zmq-endpoint", c.endpoint()), flag("zmq-server-key", &public)]);
             Controller::Zmq(c)
         }
     };
@@ -576,4 +573,38 @@ async fn bench(
         r.stop();
     }
     Ok(report)
+}
+
+/// One `--name=value` argument for a child process. Always the `=` form: values such as Z85
+/// keys, tokens and URLs may begin with `-`, which a separate argument would turn into a flag.
+fn flag(name: &str, value: &str) -> String {
+    format!("--{name}={value}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zmq_server_key_beginning_with_a_dash_reaches_the_agents_child() {
+        let key = "-8Y9o!p[0r%v@K3zQe2c.F^6mL+aXb1/N7sTjWh";
+        for argv in [
+            vec![flag("zmq-server-key", key)],
+            vec!["--zmq-server-key".to_string(), key.to_string()],
+        ] {
+            let mut full =
+                ["fleet", "agents", "--transport", "zmq", "--count", "1", "--prefix", "p"]
+                    .map(String::from)
+                    .to_vec();
+            full.push(flag("zmq-endpoint", "tcp://127.0.0.1:1"));
+            full.extend(argv);
+            let cli = Cli::try_parse_from(&full).expect("parses");
+            match cli.cmd {
+                Cmd::Agents { zmq_server_key, .. } => {
+                    assert_eq!(zmq_server_key.as_deref(), Some(key))
+                }
+                other => panic!("wrong subcommand {other:?}"),
+            }
+        }
+    }
 }

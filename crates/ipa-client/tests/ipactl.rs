@@ -18,17 +18,29 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// Start `ipactl --zmq-bind` on a free port with `args` after the global flags, and an agent
 /// (with `progress.*`) dialing it; returns the finished `ipactl` and the agent id.
 async fn ipactl_against_agent(extra: &[&str], args: &[&str]) -> (std::process::Output, String) {
+    ipactl_with_token(TEST_TOKEN, &["--token", TEST_TOKEN], extra, args).await
+}
+
+/// As [`ipactl_against_agent`], with the agent knowing `token` and `token_args` giving it to
+/// `ipactl`.
+async fn ipactl_with_token(
+    token: &str,
+    token_args: &[&str],
+    extra: &[&str],
+    args: &[&str],
+) -> (std::process::Output, String) {
     let h: Harness = progress_harness();
+    h.services.token.set(token);
     let id = format!("agent-{}", uuid::Uuid::new_v4());
     h.identity.send_replace(id.clone());
     let ep = format!("tcp://127.0.0.1:{}", free_port());
-    let argv: Vec<String> =
-        ["--zmq-bind", &ep, "--agent", &id, "--token", TEST_TOKEN, "--wait-secs", "10"]
-            .iter()
-            .chain(extra)
-            .chain(args)
-            .map(|s| s.to_string())
-            .collect();
+    let argv: Vec<String> = ["--zmq-bind", &ep, "--agent", &id, "--wait-secs", "10"]
+        .iter()
+        .chain(token_args)
+        .chain(extra)
+        .chain(args)
+        .map(|s| s.to_string())
+        .collect();
     let ctl = tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
         ipactl(&refs, LIMIT)
@@ -124,4 +136,26 @@ async fn wait_without_watch_also_exits_non_zero_on_failure() {
     )
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_beginning_with_a_dash_is_passed_as_a_value_in_both_spellings() {
+    let tok = "-dash-token_0123456789abcdefghijkl";
+    let eq = format!("--token={tok}");
+    for token_args in [vec!["--token", tok], vec![eq.as_str()]] {
+        let (out, _) = ipactl_with_token(
+            tok,
+            &token_args,
+            &["--json"],
+            &["run", "progress.steps", "--params", r#"{"n": 1}"#, "--wait"],
+        )
+        .await;
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{token_args:?}: exit {:?}\nstdout: {stdout}\nstderr: {stderr}",
+            out.status
+        );
+        assert!(stdout.contains("SUCCEEDED"), "{token_args:?}: {stdout}");
+    }
 }

@@ -56,8 +56,8 @@ struct Cli {
     /// Agent id (AMQP queue / ZeroMQ routing id).
     #[arg(long, env = "IPACTL_AGENT")]
     agent: Option<String>,
-    /// Agent token.
-    #[arg(long, env = "IPACTL_TOKEN", hide_env_values = true)]
+    /// Agent token (it may begin with `-`: Ironic's tokens are URL-safe base64).
+    #[arg(long, env = "IPACTL_TOKEN", hide_env_values = true, allow_hyphen_values = true)]
     token: Option<String>,
     /// Machine-readable output.
     #[arg(long, global = true)]
@@ -86,8 +86,8 @@ enum Cmd {
         /// Follow progress until the command finishes.
         #[arg(long)]
         watch: bool,
-        /// Idempotency key.
-        #[arg(long)]
+        /// Idempotency key (may begin with `-`).
+        #[arg(long, allow_hyphen_values = true)]
         key: Option<String>,
     },
     /// One result.
@@ -114,7 +114,7 @@ enum Cmd {
         #[arg(long)]
         inventory: Option<std::path::PathBuf>,
         /// The trusted key (`ed25519:<base64>`).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         key: Option<String>,
         /// The agent's heartbeat certificate (Ironic's `<certificates_path>/<node>.crt`):
         /// the trusted key is read from its subject.
