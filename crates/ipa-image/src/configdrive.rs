@@ -27,6 +27,14 @@ fn gunzip_bounded(data: Vec<u8>) -> Result<Vec<u8>> {
         .map_err(|e| ImageError::Deployment {
         details: format!("Config drive could not be decompressed: {e}"),
     })?;
+    if out.len() as u64 > MAX_CONFIG_DRIVE {
+        return Err(ImageError::Deployment {
+            details: format!(
+                "Config drive is larger than {} MiB once decompressed",
+                MAX_CONFIG_DRIVE >> 20
+            ),
+        });
+    }
     Ok(out)
 }
 
@@ -55,17 +63,60 @@ pub async fn fetch(
             .map_err(|e| ImageError::Deployment {
                 details: format!("Can't download the configdrive content for node {node}: {e}"),
             })?;
-        match b64(&raw) {
-            Some(d) => gunzip_bounded(d)?,
-            None => raw.to_vec(),
-        }
+        decode_downloaded(&raw)?
     } else {
-        let d = b64(s.as_bytes()).ok_or_else(|| ImageError::Deployment {
-            details: format!(
-                "Config drive for node {node} is not base64 encoded or the content is malformed."
-            ),
-        })?;
-        gunzip_bounded(d)?
+        decode_inline(node, s)?
     };
     Ok(Some(data))
+}
+
+/// An inline config drive (Ironic's gzip+base64 string) → the image bytes, at most
+/// [`MAX_CONFIG_DRIVE`] once decompressed.
+pub fn decode_inline(node: &str, s: &str) -> Result<Vec<u8>> {
+    let d = b64(s.as_bytes()).ok_or_else(|| ImageError::Deployment {
+        details: format!(
+            "Config drive for node {node} is not base64 encoded or the content is malformed."
+        ),
+    })?;
+    gunzip_bounded(d)
+}
+
+/// A downloaded config drive: gzip+base64 like the inline form, or the raw image.
+pub fn decode_downloaded(raw: &[u8]) -> Result<Vec<u8>> {
+    match b64(raw) {
+        Some(d) => gunzip_bounded(d),
+        None => Ok(raw.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gzip_b64(data: &[u8]) -> String {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(data).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap())
+    }
+
+    #[test]
+    fn inline_gzip_base64_decodes_to_the_image_and_garbage_is_a_clear_error() {
+        let iso = b"CD001 a tiny config drive".repeat(100);
+        assert_eq!(decode_inline("n1", &gzip_b64(&iso)).unwrap(), iso);
+        let e = decode_inline("n1", "not base64 at all!").unwrap_err().to_string();
+        assert!(e.contains("not base64 encoded"), "{e}");
+        // A downloaded raw image that is not base64 is taken as is.
+        assert_eq!(decode_downloaded(&[0xff, 0, 1]).unwrap(), vec![0xff, 0, 1]);
+    }
+
+    #[test]
+    fn a_config_drive_over_64_mib_once_decompressed_is_refused() {
+        let bomb = vec![0u8; MAX_CONFIG_DRIVE as usize + 1];
+        let e = decode_inline("n1", &gzip_b64(&bomb)).unwrap_err().to_string();
+        assert!(e.contains("larger than 64 MiB"), "{e}");
+        let fits = vec![0u8; MAX_CONFIG_DRIVE as usize];
+        assert_eq!(decode_inline("n1", &gzip_b64(&fits)).unwrap().len(), fits.len());
+    }
 }
