@@ -24,6 +24,40 @@ pub mod error;
 pub mod json;
 pub mod tls;
 
+/// The request-parsing path without a socket, for the cargo-fuzz targets (`fuzz/`).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use hyper::Method;
+
+    use crate::api::{mask_query, parse_command, percent_decode, query_param, route};
+    use crate::error::fault_response;
+
+    /// Parse what a client controls before a command runs: the method, the percent-encoded
+    /// path and query (route, `agent_token`, `wait`, the masked log form) and the command
+    /// body; every error is turned into IPA's fault response, as the server does.
+    pub fn request(method: &[u8], target: &str, body: &[u8]) {
+        let Ok(method) = Method::from_bytes(method) else { return };
+        let (raw_path, query) = target.split_once('?').unwrap_or((target, ""));
+        let path = percent_decode(raw_path, false);
+        // The log form never carries a token: every pair named agent_token is masked.
+        for pair in mask_query(query).split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if percent_decode(k, true) == "agent_token" {
+                assert_eq!(v, "***", "token left in the log form of {query:?}");
+            }
+        }
+        let _ = query_param(query, "wait");
+        if let Err(e) = route(&method, &path) {
+            let _ = fault_response(e);
+        }
+        let key = query_param(query, "idempotency_key");
+        if let Err(e) = parse_command(body, key) {
+            let _ = fault_response(e);
+        }
+    }
+}
+
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;

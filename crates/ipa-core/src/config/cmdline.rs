@@ -101,7 +101,8 @@ impl KernelCmdline {
                 Some(key) => out.push((key, v.clone())),
                 None if k.starts_with("ipa-") => {
                     let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
-                    if !warned.contains(k) {
+                    // Bounded: a kernel command line is short, but the list lives for the process.
+                    if !warned.contains(k) && warned.len() < 256 {
                         tracing::warn!(parameter = %k, "unknown ipa-* kernel parameter ignored");
                         warned.push(k.clone());
                     }

@@ -1,0 +1,15 @@
+#![no_main]
+//! IPA's oslo.config INI files (`/etc/ironic-python-agent.d/*.conf`, what Metal3's CA-bundle
+//! initrd drops): parsed and merged by the real loader, never a panic; bad values are errors.
+
+use ipa_core::config::{ConfigSources, load, parse_ini};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let _ = parse_ini(&text);
+    let path = std::env::temp_dir().join(format!("ipa-fuzz-ini-{}.conf", std::process::id()));
+    std::fs::write(&path, data).unwrap();
+    let sources = ConfigSources { ipa_ini: vec![path], ..Default::default() };
+    let _ = load(&sources);
+});
