@@ -14,6 +14,10 @@
 //!   image's later bytes are on it (never bootable-but-unverified); the restarted agent's lookup
 //!   is answered with the masked token (Ironic already issued one), it locks down as IPA's
 //!   `agent_token_required` path does, and Ironic fails the deploy at its callback timeout.
+//! * **Heartbeat cadence** while an 8 GiB image streams and (with `hw-generic`) while the
+//!   generic manager erases a 4 GiB sandbox disk file during a real Ironic's automated
+//!   cleaning: every gap after an accepted heartbeat stays within `heartbeat_timeout × [0.3,
+//!   0.6]` plus an allowance.
 //!
 //! Every wait is bounded; processes are stopped by PID; the tmpfs is unmounted in `Drop`.
 //! Tests that need a tool (mount, the Ironic venv, sha256sum) fail when it is missing.
@@ -1273,4 +1277,239 @@ fn ironic_unreachable_for_two_minutes_mid_deploy_then_back_the_deploy_completes_
         stats(&gaps),
         t_all.elapsed().as_secs_f64()
     );
+}
+
+// --- heartbeat cadence while the generic manager erases a disk ----------------------------------
+
+/// Copy the tree `from` to `to`, keeping symbolic links as links (a sysfs fixture is mostly
+/// links).
+#[cfg(feature = "hw-generic")]
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let ty = e.file_type().unwrap();
+        if ty.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src).unwrap(), &dst).unwrap();
+        } else if ty.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+/// The instant each of `needles` first appears in the file `path` (polled every 50 ms for at
+/// most `limit`, or until every needle was seen).
+#[cfg(feature = "hw-generic")]
+fn watch_log(path: PathBuf, needles: &'static [&'static str], limit: Duration) -> LogMarks {
+    let seen: LogMarks = Arc::new(Mutex::new(vec![None; needles.len()]));
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        let t0 = Instant::now();
+        while t0.elapsed() < limit {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let now = Instant::now();
+            let mut marks = s.lock().unwrap();
+            for (i, n) in needles.iter().enumerate() {
+                if marks[i].is_none() && text.contains(n) {
+                    marks[i] = Some(now);
+                }
+            }
+            if marks.iter().all(Option::is_some) {
+                return;
+            }
+            drop(marks);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    seen
+}
+
+#[cfg(feature = "hw-generic")]
+type LogMarks = Arc<Mutex<Vec<Option<Instant>>>>;
+
+/// IPA's other known starvation case: heartbeats while the agent erases. The simulated manager
+/// erases by truncating (instant), so this runs the agent built with `hw-generic`, whose
+/// manager reads a copy of the VM sysfs fixture (`generic.root`; its one disk renamed `vdb`
+/// and shrunk to 4 GiB) and, in sandbox mode, erases `<sandbox>/disks/vdb` with the real
+/// overwrite code: three pseudo-random passes and a zero pass of writes over a fully allocated,
+/// non-zero 4 GiB file, then the read-back. Real Ironic 39 drives it by automated cleaning
+/// (`erase_devices_priority = 10`, `shred_random_overwrite_iterations = 3`).
+#[cfg(feature = "hw-generic")]
+#[test]
+fn heartbeat_cadence_while_erasing_a_4_gib_disk_stays_within_0_3_to_0_6_of_the_timeout() {
+    use ipa_core::attest::{CheckOptions, EraseReport, Expect, Outcome, check};
+    use std::os::unix::fs::MetadataExt;
+
+    ironic_or_fail();
+    const TIMEOUT: f64 = 10.0;
+    const DISK: u64 = 4 << 30;
+    const ITERATIONS: u64 = 3;
+    let t_all = Instant::now();
+    let work = tempfile::tempdir().unwrap();
+
+    // The machine the generic manager reads: the VM fixture, its disk vda → vdb of 4 GiB (the
+    // default simulated machine, loaded beside it, keeps its own 8 GiB sparse vda).
+    let root = work.path().join("root");
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../ipa-hw-generic/tests/fixtures/vm"),
+        &root,
+    );
+    let blk = root.join("sys/devices/pci0000:00/0000:00:02.0/virtio1/block");
+    std::fs::rename(blk.join("vda"), blk.join("vdb")).unwrap();
+    std::fs::remove_file(root.join("sys/block/vda")).unwrap();
+    std::os::unix::fs::symlink(
+        "../devices/pci0000:00/0000:00:02.0/virtio1/block/vdb",
+        root.join("sys/block/vdb"),
+    )
+    .unwrap();
+    std::fs::write(blk.join("vdb/size"), format!("{}\n", DISK / 512)).unwrap();
+    // The fixture's one NIC (`sys/class/net/eth0/address`).
+    let mac = std::fs::read_to_string(root.join("sys/class/net/eth0/address")).unwrap();
+    let mac = mac.trim().to_string();
+
+    // A fully allocated disk file of non-zero bytes, filled while Ironic starts.
+    let disk = work.path().join("sandbox/disks/vdb");
+    std::fs::create_dir_all(disk.parent().unwrap()).unwrap();
+    let fill = {
+        let disk = disk.clone();
+        std::thread::spawn(move || {
+            let f = File::create(&disk).unwrap();
+            let mut block = vec![0u8; (4 * MIB) as usize];
+            for off in (0..DISK).step_by(block.len()) {
+                block.fill(0xa5 ^ ((off / (4 * MIB)) as u8 | 1));
+                f.write_all_at(&block, off).unwrap();
+            }
+            f.sync_all().unwrap();
+        })
+    };
+
+    let ir = IronicServer::start_tuned(
+        &IronicOptions { require_tls: false, heartbeat_timeout: 10 },
+        &format!(
+            "[deploy]\nerase_devices_priority = 10\nshred_random_overwrite_iterations = \
+             {ITERATIONS}\nshred_final_overwrite_with_zeros = True\n"
+        ),
+    )
+    .unwrap();
+    fill.join().unwrap();
+    assert!(read_at(&disk, DISK / 2, 16).iter().all(|&b| b != 0), "the disk starts non-zero");
+    let proxy = Proxy::start(ir.port);
+    let wait = Duration::from_secs(180);
+    let uuid = ir
+        .create_node(
+            json!({"name": "erase-cadence",
+                   "properties": {"vendor": "lenovo", "capabilities": "boot_mode:uefi"}}),
+            &mac,
+        )
+        .unwrap();
+    ir.provision(&uuid, json!({"target": "manage"})).unwrap();
+    ir.wait_state(&uuid, &["manageable"], wait).unwrap();
+    ir.provision(&uuid, json!({"target": "provide"})).unwrap();
+    ir.wait_state(&uuid, &["clean wait"], wait).unwrap();
+
+    let port = free_port();
+    let conf = work.path().join("agent-erase.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "api_url = \"{}\"\nenable_auto_tls = false\nlookup_timeout = 120\n\
+             listen_host = \"127.0.0.1\"\nlisten_port = {port}\nadvertise_port = {port}\n\
+             sandbox = \"{}\"\nkernel_cmdline_path = \"/dev/null\"\ndebug = true\n\
+             [generic]\nroot = \"{}\"\n",
+            proxy.url(),
+            work.path().join("sandbox").display(),
+            root.display()
+        ),
+    )
+    .unwrap();
+    let agent = Agent::spawn(
+        work.path(),
+        "erase",
+        port,
+        [std::ffi::OsStr::new("--config"), conf.as_os_str()],
+    );
+    const MARKS: &[&str] =
+        &["executing step step=erase_devices kind=", "erase report signed step=erase_devices "];
+    let marks = watch_log(agent.log.clone(), MARKS, Duration::from_secs(1200));
+    let t_clean = Instant::now();
+    let node = ir
+        .wait_state(&uuid, &["available"], Duration::from_secs(1200))
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.tail(60)));
+    let clean_secs = t_clean.elapsed().as_secs_f64();
+    assert!(node["last_error"].is_null(), "{node}");
+    assert!(node["maintenance"] == false, "{node}");
+    let (from, to) = {
+        let m = marks.lock().unwrap();
+        match (m[0], m[1]) {
+            (Some(a), Some(b)) => (a, b),
+            _ => panic!("the erase_devices step did not run: {m:?}\n{}", agent.tail(60)),
+        }
+    };
+    let erase_secs = (to - from).as_secs_f64();
+
+    // The erase happened, with real writes: the file is still fully allocated (zeros written,
+    // not holes punched) and reads back as zeros at the head, the tail and every 256 MiB.
+    let meta = std::fs::metadata(&disk).unwrap();
+    assert_eq!(meta.len(), DISK);
+    assert!(meta.blocks() * 512 >= DISK, "allocated {} of {DISK} bytes", meta.blocks() * 512);
+    for off in (0..DISK).step_by((256 * MIB) as usize).chain([DISK - MIB]) {
+        assert!(read_at(&disk, off, MIB).iter().all(|&b| b == 0), "non-zero MiB at {off}");
+    }
+    // The signed report: one device, overwritten by 3 random passes and a zero pass (4 × 4 GiB
+    // written), every sample read back as zeros, and each sample re-hashes on the file now.
+    let reports = work.path().join("sandbox/root/run/ipa-rs/erase-reports");
+    let file = std::fs::read_dir(&reports)
+        .unwrap_or_else(|e| panic!("{}: {e}", reports.display()))
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("erase_devices-")))
+        .unwrap_or_else(|| panic!("no erase_devices report in {}", reports.display()));
+    let report: EraseReport = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(report.devices.len(), 1, "{report:?}");
+    let d = &report.devices[0];
+    assert_eq!(d.device, "/dev/vdb");
+    assert_eq!(d.outcome, Outcome::Erased, "{d:?}");
+    assert_eq!(d.method.as_deref(), Some("overwrite"), "{d:?}");
+    assert_eq!(d.bytes, (ITERATIONS + 1) * DISK, "the random passes and the zero pass: {d:?}");
+    assert!(d.samples.len() >= 32 && d.samples.iter().all(|s| s.expect == Expect::Zero && s.ok));
+    let findings = check(
+        &report,
+        &CheckOptions {
+            trusted_key: None,
+            inventory: Some(report.disks.clone()),
+            disk_files: [("/dev/vdb".to_string(), disk.clone())].into(),
+        },
+    );
+    assert!(findings.iter().all(|f| f.ok), "{findings:#?}");
+
+    let beats = proxy.beats();
+    let gaps = accepted_gaps(&beats);
+    assert!(gaps.len() >= 4, "too few heartbeats to judge: {beats:?}");
+    let in_erase = beats.iter().filter(|b| b.at >= from && b.at <= to).count();
+    assert!(in_erase >= 2, "{in_erase} heartbeat(s) during the {erase_secs:.1}s erase: {beats:?}");
+    let erase_gaps: Vec<f64> = beats
+        .windows(2)
+        .filter(|w| w[0].status == Some(202) && w[0].at >= from && w[0].at <= to)
+        .map(|w| (w[1].at - w[0].at).as_secs_f64())
+        .collect();
+    let (min, med, max) = stats(&gaps);
+    let (lo, hi) = (TIMEOUT * 0.3 - 0.5, TIMEOUT * 0.6 + 2.0);
+    let statuses: Vec<Option<u16>> = beats.iter().map(|b| b.status).collect();
+    let erase_stats = if erase_gaps.is_empty() { None } else { Some(stats(&erase_gaps)) };
+    eprintln!(
+        "[erase-cadence] 4 GiB erased ({ITERATIONS} random passes + zeros) in {erase_secs:.1}s \
+         of a {clean_secs:.0}s automated clean; heartbeat_timeout {TIMEOUT}s; {} heartbeats \
+         ({in_erase} during the erase), {} gaps after a 202: min {min:.2}s median {med:.2}s \
+         max {max:.2}s; during the erase (min, median, max) {erase_stats:.2?}s; statuses \
+         {statuses:?}; total {:.0}s",
+        beats.len(),
+        gaps.len(),
+        t_all.elapsed().as_secs_f64()
+    );
+    for g in &gaps {
+        assert!((lo..=hi).contains(g), "gap {g:.2}s outside [{lo}, {hi}]: {gaps:?}");
+    }
 }
