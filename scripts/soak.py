@@ -77,6 +77,9 @@ def main():
     ap.add_argument("--agent", help="agent binary (default: build target/release/ipa-agent)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    # SIGTERM/SIGINT end the run through the `finally` below, which stops the agent it started
+    # (by its PID) and removes the sandbox; without this a killed soak left its agent running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     agent_bin = args.agent
     if not agent_bin:
