@@ -128,88 +128,96 @@ fn label(key: &'static str, value: impl Into<String>) -> Labels {
     vec![(key, value.into())]
 }
 
+/// Register `metric` under `name` and keep a handle to it (metrics share their state on clone).
+fn register<M>(r: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    r.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     /// A fresh registry with every series registered (counters at zero).
     pub fn new() -> Self {
         let mut r = Registry::default();
-        let commands = Family::<Labels, Counter>::default();
-        r.register(
+        let commands = register(
+            &mut r,
             "ipa_commands",
             "Commands that reached a final status, by command name and status",
-            commands.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        let command_duration =
-            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(command_histogram);
-        r.register(
+        let command_duration = register(
+            &mut r,
             "ipa_command_duration_seconds",
             "Time from the start of a command to its final status, by command name",
-            command_duration.clone(),
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(command_histogram),
         );
-        let commands_running = Gauge::default();
-        r.register(
+        let commands_running = register(
+            &mut r,
             "ipa_commands_running",
             "Asynchronous commands started and not finished yet",
-            commands_running.clone(),
+            Gauge::default(),
         );
-        let events_lost = Counter::default();
-        r.register(
+        let events_lost = register(
+            &mut r,
             "ipa_metrics_events_lost",
             "Agent events the metrics collector missed because it lagged behind the event bus",
-            events_lost.clone(),
+            Counter::default(),
         );
-        let image_bytes_written = Counter::default();
-        r.register(
+        let image_bytes_written = register(
+            &mut r,
             "ipa_image_bytes_written",
             "Image bytes written to install devices (decoded bytes, the withheld first MiB included)",
-            image_bytes_written.clone(),
+            Counter::default(),
         );
-        let image_throughput = GaugeF64::default();
-        r.register(
+        let image_throughput = register(
+            &mut r,
             "ipa_image_write_throughput_bytes_per_second",
             "Write rate of the current or last image write: bytes written over its elapsed time",
-            image_throughput.clone(),
+            GaugeF64::default(),
         );
-        let image_writes = Family::<Labels, Counter>::default();
-        r.register(
+        let image_writes = register(
+            &mut r,
             "ipa_image_writes",
             "Image writes (download, decode, write, verify) that ended, by result",
-            image_writes.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        let download_retries = Counter::default();
-        r.register(
+        let download_retries = register(
+            &mut r,
             "ipa_image_download_retries",
             "Image download requests repeated after a connection error or a 5xx answer (same URL or the next one)",
-            download_retries.clone(),
+            Counter::default(),
         );
-        let download_resumes = Counter::default();
-        r.register(
+        let download_resumes = register(
+            &mut r,
             "ipa_image_download_resumes",
             "Image streams cut mid-way and resumed with a Range request",
-            download_resumes.clone(),
+            Counter::default(),
         );
-        let checksum_failures = Counter::default();
-        r.register(
+        let checksum_failures = register(
+            &mut r,
             "ipa_image_checksum_failures",
             "Images whose downloaded bytes did not match the expected checksum",
-            checksum_failures.clone(),
+            Counter::default(),
         );
-        let heartbeat_attempts = Counter::default();
-        r.register(
+        let heartbeat_attempts = register(
+            &mut r,
             "ipa_heartbeat_attempts",
             "Heartbeats sent to Ironic",
-            heartbeat_attempts.clone(),
+            Counter::default(),
         );
-        let heartbeat_failures = Family::<Labels, Counter>::default();
-        r.register(
+        let heartbeat_failures = register(
+            &mut r,
             "ipa_heartbeat_failures",
             "Heartbeats Ironic did not accept, by reason (conflict: node locked, 409; error: anything else)",
-            heartbeat_failures.clone(),
+            Family::<Labels, Counter>::default(),
         );
-        let heartbeat_latency = Histogram::new(HEARTBEAT_BUCKETS.iter().copied());
-        r.register(
+        let heartbeat_latency = register(
+            &mut r,
             "ipa_heartbeat_latency_seconds",
             "Duration of one heartbeat request, whatever its outcome",
-            heartbeat_latency.clone(),
+            Histogram::new(HEARTBEAT_BUCKETS.iter().copied()),
         );
         let heartbeat_last_success = Arc::new(Mutex::new(None));
         r.register(
@@ -217,29 +225,29 @@ impl Metrics {
             "Seconds since Ironic last accepted a heartbeat (absent before the first success)",
             SinceLastSuccess(heartbeat_last_success.clone()),
         );
-        let erase_done = Family::<Labels, GaugeU64>::default();
-        r.register(
+        let erase_done = register(
+            &mut r,
             "ipa_erase_bytes_done",
             "Bytes erased so far on a device in its current erase pass",
-            erase_done.clone(),
+            Family::<Labels, GaugeU64>::default(),
         );
-        let erase_total = Family::<Labels, GaugeU64>::default();
-        r.register(
+        let erase_total = register(
+            &mut r,
             "ipa_erase_bytes_total",
             "Bytes to erase on a device in one erase pass",
-            erase_total.clone(),
+            Family::<Labels, GaugeU64>::default(),
         );
-        let link_up = Family::<Labels, Gauge>::default();
-        r.register(
+        let link_up = register(
+            &mut r,
             "ipa_link_up",
             "1 while a broker transport's link is up, 0 while it is connecting, down or refused",
-            link_up.clone(),
+            Family::<Labels, Gauge>::default(),
         );
-        let link_reconnects = Family::<Labels, Counter>::default();
-        r.register(
+        let link_reconnects = register(
+            &mut r,
             "ipa_link_reconnects",
             "Times a broker transport's link came up again after its first connection",
-            link_reconnects.clone(),
+            Family::<Labels, Counter>::default(),
         );
         r.register(
             "ipa_process_resident_memory_bytes",
