@@ -5,11 +5,13 @@
 use ipa_core::config::{ConfigSources, load, parse_ini};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "scratch.rs"]
+mod scratch;
+
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let _ = parse_ini(&text);
-    let path = std::env::temp_dir().join(format!("ipa-fuzz-ini-{}.conf", std::process::id()));
-    std::fs::write(&path, data).unwrap();
+    let (path, _) = scratch::file("ini", data);
     let sources = ConfigSources { ipa_ini: vec![path], ..Default::default() };
     let _ = load(&sources);
 });

@@ -5,10 +5,12 @@
 use ipa_core::config::{ConfigSources, load, parse_cmdline};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "scratch.rs"]
+mod scratch;
+
 fuzz_target!(|data: &[u8]| {
     let _ = parse_cmdline(&String::from_utf8_lossy(data));
-    let path = std::env::temp_dir().join(format!("ipa-fuzz-cmdline-{}", std::process::id()));
-    std::fs::write(&path, data).unwrap();
+    let (path, _) = scratch::file("cmdline", data);
     let sources = ConfigSources {
         kernel_cmdline: Some(path),
         kernel_aliases: vec![("ipa-amqp-url".into(), "amqp.url".into())],
