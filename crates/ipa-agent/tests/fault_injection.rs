@@ -864,10 +864,8 @@ fn sigkill_during_write_image_then_restart_leaves_no_bootable_disk_and_ironic_fa
         )
         .unwrap();
     let wait = Duration::from_secs(180);
-    ir.provision(&uuid, json!({"target": "manage"})).unwrap();
-    ir.wait_state(&uuid, &["manageable"], wait).unwrap();
-    ir.provision(&uuid, json!({"target": "provide"})).unwrap();
-    ir.wait_state(&uuid, &["available"], wait).unwrap();
+    ir.transition(&uuid, "manage", &["manageable"], wait).unwrap();
+    ir.transition(&uuid, "provide", &["available"], wait).unwrap();
     ir.patch_node(
         &uuid,
         json!([
@@ -878,8 +876,7 @@ fn sigkill_during_write_image_then_restart_leaves_no_bootable_disk_and_ironic_fa
         ]),
     )
     .unwrap();
-    ir.provision(&uuid, json!({"target": "active"})).unwrap();
-    ir.wait_state(&uuid, &["wait call-back"], wait).unwrap();
+    ir.transition(&uuid, "active", &["wait call-back"], wait).unwrap();
 
     let extra =
         format!("api_url = \"{}\"\nenable_auto_tls = false\nlookup_timeout = 120\n", ir.url());
@@ -1071,10 +1068,8 @@ fn start_deploy(ir: &IronicServer, name: &str, mac: &str, url: &str, sha: &str) 
             mac,
         )
         .unwrap();
-    ir.provision(&uuid, json!({"target": "manage"})).unwrap();
-    ir.wait_state(&uuid, &["manageable"], wait).unwrap();
-    ir.provision(&uuid, json!({"target": "provide"})).unwrap();
-    ir.wait_state(&uuid, &["available"], wait).unwrap();
+    ir.transition(&uuid, "manage", &["manageable"], wait).unwrap();
+    ir.transition(&uuid, "provide", &["available"], wait).unwrap();
     ir.patch_node(
         &uuid,
         json!([
@@ -1085,8 +1080,7 @@ fn start_deploy(ir: &IronicServer, name: &str, mac: &str, url: &str, sha: &str) 
         ]),
     )
     .unwrap();
-    ir.provision(&uuid, json!({"target": "active"})).unwrap();
-    ir.wait_state(&uuid, &["wait call-back"], wait).unwrap();
+    ir.transition(&uuid, "active", &["wait call-back"], wait).unwrap();
     uuid
 }
 
@@ -1405,10 +1399,8 @@ fn heartbeat_cadence_while_erasing_a_4_gib_disk_stays_within_0_3_to_0_6_of_the_t
             &mac,
         )
         .unwrap();
-    ir.provision(&uuid, json!({"target": "manage"})).unwrap();
-    ir.wait_state(&uuid, &["manageable"], wait).unwrap();
-    ir.provision(&uuid, json!({"target": "provide"})).unwrap();
-    ir.wait_state(&uuid, &["clean wait"], wait).unwrap();
+    ir.transition(&uuid, "manage", &["manageable"], wait).unwrap();
+    ir.transition(&uuid, "provide", &["clean wait"], wait).unwrap();
 
     let port = free_port();
     let conf = work.path().join("agent-erase.toml");

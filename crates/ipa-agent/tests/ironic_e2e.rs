@@ -240,13 +240,11 @@ fn run_flows(require_tls: bool) {
             MAC_A,
         )
         .unwrap();
-    ir.provision(&uuid, json!({"target": "manage"})).unwrap();
-    ir.wait_state(&uuid, &["manageable"], STEP_WAIT).unwrap();
+    ir.transition(&uuid, "manage", &["manageable"], STEP_WAIT).unwrap();
 
     // --- inspection -------------------------------------------------------------------------
     let t = Instant::now();
-    ir.provision(&uuid, json!({"target": "inspect"})).unwrap();
-    ir.wait_state(&uuid, &["inspect wait"], STEP_WAIT).unwrap();
+    ir.transition(&uuid, "inspect", &["inspect wait"], STEP_WAIT).unwrap();
     let boot =
         a.boot(&format!("inspection_callback_url = \"{api}/v1/continue_inspection\""), auto_tls);
     let log = boot.log.clone();
@@ -288,13 +286,11 @@ fn run_flows(require_tls: bool) {
     }
     // A failed clean puts the node in maintenance; the operator clears it.
     ir.ok("DELETE", &format!("/v1/nodes/{uuid}/maintenance"), None).unwrap();
-    ir.provision(&uuid, json!({"target": "manage"})).unwrap();
-    ir.wait_state(&uuid, &["manageable"], STEP_WAIT).unwrap();
+    ir.transition(&uuid, "manage", &["manageable"], STEP_WAIT).unwrap();
 
     // --- automated cleaning -------------------------------------------------------------------
     let t = Instant::now();
-    ir.provision(&uuid, json!({"target": "provide"})).unwrap();
-    ir.wait_state(&uuid, &["clean wait"], STEP_WAIT).unwrap();
+    ir.transition(&uuid, "provide", &["clean wait"], STEP_WAIT).unwrap();
     let boot = a.boot(&api_line, auto_tls);
     let log = boot.log.clone();
     capture_token(&ir, &uuid, &mut tokens);
@@ -317,8 +313,7 @@ fn run_flows(require_tls: bool) {
         ]),
     )
     .unwrap();
-    ir.provision(&uuid, json!({"target": "active"})).unwrap();
-    ir.wait_state(&uuid, &["wait call-back"], STEP_WAIT).unwrap();
+    ir.transition(&uuid, "active", &["wait call-back"], STEP_WAIT).unwrap();
     let boot = a.boot(&api_line, auto_tls);
     let log = boot.log.clone();
     capture_token(&ir, &uuid, &mut tokens);
@@ -368,10 +363,8 @@ fn run_flows(require_tls: bool) {
             MAC_B,
         )
         .unwrap();
-    ir.provision(&uuid_b, json!({"target": "manage"})).unwrap();
-    ir.wait_state(&uuid_b, &["manageable"], STEP_WAIT).unwrap();
-    ir.provision(&uuid_b, json!({"target": "provide"})).unwrap();
-    ir.wait_state(&uuid_b, &["available"], STEP_WAIT).unwrap();
+    ir.transition(&uuid_b, "manage", &["manageable"], STEP_WAIT).unwrap();
+    ir.transition(&uuid_b, "provide", &["available"], STEP_WAIT).unwrap();
     ir.patch_node(
         &uuid_b,
         json!([
@@ -382,8 +375,7 @@ fn run_flows(require_tls: bool) {
         ]),
     )
     .unwrap();
-    ir.provision(&uuid_b, json!({"target": "active"})).unwrap();
-    ir.wait_state(&uuid_b, &["wait call-back"], STEP_WAIT).unwrap();
+    ir.transition(&uuid_b, "active", &["wait call-back"], STEP_WAIT).unwrap();
     let boot = b.boot(&api_line, auto_tls);
     let log = boot.log.clone();
     capture_token(&ir, &uuid_b, &mut tokens);

@@ -408,10 +408,8 @@ fn real_ironic_deploys_raw_qcow2_and_zstd_images_with_and_without_config_drive()
                 &mac,
             )
             .unwrap();
-        ir.provision(&uuid, json!({"target": "manage"})).unwrap();
-        ir.wait_state(&uuid, &["manageable"], WAIT).unwrap();
-        ir.provision(&uuid, json!({"target": "provide"})).unwrap();
-        ir.wait_state(&uuid, &["available"], WAIT).unwrap();
+        ir.transition(&uuid, "manage", &["manageable"], WAIT).unwrap();
+        ir.transition(&uuid, "provide", &["available"], WAIT).unwrap();
         let served = files.join(flow.file);
         let hash = if flow.bad_checksum {
             // The sha256 of something else: well formed, wrong.

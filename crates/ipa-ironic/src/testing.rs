@@ -445,6 +445,19 @@ instance_master_path = {st}/master
         self.ok("PUT", &format!("/v1/nodes/{uuid}/states/provision"), Some(&body)).map(|_| ())
     }
 
+    /// Request the provision-state change `target` (`manage`, `provide`, `inspect`, …) and wait
+    /// until the node's provision state is one of `states` ([`Self::wait_state`]).
+    pub fn transition(
+        &self,
+        uuid: &str,
+        target: &str,
+        states: &[&str],
+        timeout: Duration,
+    ) -> Result<Value, String> {
+        self.provision(uuid, json!({ "target": target }))?;
+        self.wait_state(uuid, states, timeout)
+    }
+
     /// The node.
     pub fn node(&self, uuid: &str) -> Result<Value, String> {
         self.ok("GET", &format!("/v1/nodes/{uuid}"), None)
