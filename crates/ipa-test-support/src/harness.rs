@@ -154,16 +154,22 @@ impl Harness {
         self.gate.add_permits(n);
     }
 
-    /// Build and spawn `transport`; returns its ready report.
-    pub async fn serve(&self, transport: &dyn Transport, tls: Option<ServerTls>) -> ReadyInfo {
-        let ctx = TransportContext {
+    /// What a transport is built with: this harness's dispatcher, shutdown, identity, ready
+    /// board and metrics, and `tls`.
+    pub fn context(&self, tls: Option<ServerTls>) -> TransportContext {
+        TransportContext {
             dispatcher: self.shared(),
             shutdown: self.shutdown.child_token(),
             tls,
             identity: self.identity.subscribe(),
             ready: self.ready.clone(),
             metrics: self.services.metrics.clone(),
-        };
+        }
+    }
+
+    /// Build and spawn `transport`; returns its ready report.
+    pub async fn serve(&self, transport: &dyn Transport, tls: Option<ServerTls>) -> ReadyInfo {
+        let ctx = self.context(tls);
         let before = self.ready.all().len();
         let fut = transport.build(ctx).await.expect("transport builds");
         tokio::spawn(async move {

@@ -484,14 +484,7 @@ async fn bind_failure_is_a_startup_error() {
     let port = taken.local_addr().unwrap().port();
     let h = Harness::new();
     let t = RestTransport::new("127.0.0.1", port);
-    let ctx = ipa_core::transport::TransportContext {
-        dispatcher: h.shared(),
-        shutdown: h.shutdown.child_token(),
-        tls: None,
-        identity: h.identity.subscribe(),
-        ready: h.ready.clone(),
-        metrics: h.services.metrics.clone(),
-    };
+    let ctx = h.context(None);
     let e = ipa_core::transport::Transport::build(&t, ctx).await.err().expect("port in use");
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
     assert!(h.ready.all().is_empty(), "nothing reported ready");

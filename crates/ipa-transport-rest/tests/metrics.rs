@@ -97,14 +97,7 @@ async fn an_unusable_metrics_listen_address_is_a_startup_error() {
     let h = Harness::new();
     let mut t = RestTransport::new("127.0.0.1", 0);
     t.metrics_listen = Some(format!("127.0.0.1:{port}"));
-    let ctx = ipa_core::transport::TransportContext {
-        dispatcher: h.shared(),
-        shutdown: h.shutdown.child_token(),
-        tls: None,
-        identity: h.identity.subscribe(),
-        ready: h.ready.clone(),
-        metrics: h.services.metrics.clone(),
-    };
+    let ctx = h.context(None);
     let e = ipa_core::transport::Transport::build(&t, ctx).await.err().expect("port in use");
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
     assert!(h.ready.all().is_empty(), "nothing reported ready");

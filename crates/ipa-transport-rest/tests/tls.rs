@@ -132,14 +132,7 @@ async fn unusable_tls_material_is_a_startup_error() {
     let other = pki();
     let h = Harness::new();
     let bad = ServerTls { key_pem: other.key_pem, ..server_tls(&p, "1.2", None) };
-    let ctx = ipa_core::transport::TransportContext {
-        dispatcher: h.shared(),
-        shutdown: h.shutdown.child_token(),
-        tls: Some(bad),
-        identity: h.identity.subscribe(),
-        ready: h.ready.clone(),
-        metrics: h.services.metrics.clone(),
-    };
+    let ctx = h.context(Some(bad));
     let t = RestTransport::new("127.0.0.1", 0);
     let e = ipa_core::transport::Transport::build(&t, ctx).await.err().expect("mismatched key");
     assert!(e.to_string().contains("TLS setup failed"), "{e}");
