@@ -6,81 +6,24 @@
 //! own port.
 #![cfg(all(feature = "transport-rest", feature = "hw-sim"))]
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ipa_ironic::testing::{FileServer, free_port, http};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const TOKEN: &str = "metrics-test-token-5e2a9c0b7d4f1e3a6b8c";
 const MACHINE: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/machines/two-disk-server.toml");
 
-struct Agent {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
+mod common;
 
-impl Agent {
-    fn start(env: &[(&str, String)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ipa-agent"));
-        cmd.current_dir(dir.path())
-            .args(["--standalone", "--kernel-cmdline", "none", "--machine", MACHINE, "--sandbox"])
-            .arg(dir.path().join("sandbox"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--token", TOKEN])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut agent = Self { child: cmd.spawn().unwrap(), port, dir };
-        agent.wait_ready();
-        agent
-    }
+use common::SandboxAgent;
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
-    }
-
-    fn wait_ready(&mut self) {
-        for _ in 0..400 {
-            if let Ok((200, _)) = http(self.port, "GET", "/v1/status", &[], None) {
-                return;
-            }
-            if let Some(st) = self.child.try_wait().unwrap() {
-                panic!("agent exited early ({st}):\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("agent never answered /v1/status:\n{}", self.log());
-    }
-
-    /// `POST /v1/commands/?wait=true`: the final result.
-    fn post(&self, name: &str, params: Value) -> Value {
-        let (code, body) = http(
-            self.port,
-            "POST",
-            &format!("/v1/commands/?agent_token={TOKEN}&wait=true"),
-            &[],
-            Some(&json!({"name": name, "params": params})),
-        )
-        .unwrap();
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The agent on the two-disk machine with `env`, ready.
+fn start(env: &[(&str, String)]) -> SandboxAgent {
+    let mut agent = SandboxAgent::spawn(TOKEN, &["--machine", MACHINE], env);
+    agent.wait_ready();
+    agent
 }
 
 /// The value of `series` (name and labels exactly as written) in a scrape.
@@ -108,7 +51,7 @@ fn scrape_until(port: u16, series: &str) -> String {
 
 #[test]
 fn commands_images_and_erases_over_rest_move_the_metrics_scraped_without_a_token() {
-    let agent = Agent::start(&[]);
+    let agent = start(&[]);
 
     let r = agent.post("poll.get_hardware_info", json!({}));
     assert_eq!(r["command_status"], "SUCCEEDED", "{r}");
@@ -171,7 +114,7 @@ fn commands_images_and_erases_over_rest_move_the_metrics_scraped_without_a_token
 
 #[test]
 fn metrics_turned_off_are_not_served() {
-    let agent = Agent::start(&[("IPA_METRICS_ENABLED", "0".into())]);
+    let agent = start(&[("IPA_METRICS_ENABLED", "0".into())]);
     let (code, body) = http(agent.port, "GET", "/metrics", &[], None).unwrap();
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("404 Not Found"), "{body}");
@@ -182,7 +125,7 @@ fn metrics_turned_off_are_not_served() {
 #[test]
 fn metrics_listen_moves_the_endpoint_to_its_own_port() {
     let metrics_port = free_port();
-    let agent = Agent::start(&[("IPA_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))]);
+    let agent = start(&[("IPA_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))]);
     agent.post("poll.get_hardware_info", json!({}));
     let series = "ipa_commands_total{command=\"poll.get_hardware_info\",status=\"SUCCEEDED\"}";
     let text = scrape_until(metrics_port, series);

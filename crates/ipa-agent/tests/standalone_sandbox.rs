@@ -5,113 +5,33 @@
 #![cfg(feature = "transport-rest")]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ipa_ironic::testing::{free_port, http};
+#[cfg(feature = "hw-sim")]
+use ipa_ironic::testing::http;
+#[cfg(feature = "hw-sim")]
 use serde_json::Value;
 
 const TOKEN: &str = "standalone-test-token-4f1d2c3b5a6978e0aa11bb22";
 
-struct Agent {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
+mod common;
 
-impl Agent {
-    fn start() -> Self {
-        Self::start_with(&[])
-    }
+use common::SandboxAgent as Agent;
 
-    fn start_with(extra: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ipa-agent"))
-            .current_dir(dir.path())
-            .args(["--standalone", "--debug", "--kernel-cmdline", "none", "--sandbox"])
-            .arg(dir.path().join("sandbox"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--token", TOKEN])
-            .args(extra)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Self { child, port, dir }
-    }
-
-    fn sandbox(&self) -> std::path::PathBuf {
-        self.dir.path().join("sandbox")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
-    }
-
-    fn wait_ready(&mut self) -> Duration {
-        let t0 = Instant::now();
-        for _ in 0..200 {
-            if let Ok((200, _)) = http(self.port, "GET", "/v1/status", &[], None) {
-                return t0.elapsed();
-            }
-            if let Some(st) = self.child.try_wait().unwrap() {
-                panic!("agent exited early ({st}):\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("agent never answered /v1/status:\n{}", self.log());
-    }
-
-    fn command(&self, name: &str) -> Value {
-        self.post(name, serde_json::json!({}))
-    }
-
-    /// `POST /v1/commands/?wait=true` with `params`; the final result.
-    fn post(&self, name: &str, params: Value) -> Value {
-        let (code, body) = http(
-            self.port,
-            "POST",
-            &format!("/v1/commands/?agent_token={TOKEN}&wait=true"),
-            &[],
-            Some(&serde_json::json!({"name": name, "params": params})),
-        )
-        .unwrap();
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: signalling the child process this test started, by its PID.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        for _ in 0..200 {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let _ = self.child.kill();
-        panic!("agent ignored SIGTERM:\n{}", self.log());
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The agent with `--debug` and `extra` flags (not yet ready).
+fn start(extra: &[&str]) -> Agent {
+    let mut args = vec!["--debug"];
+    args.extend_from_slice(extra);
+    Agent::spawn(TOKEN, &args, &[])
 }
 
 #[test]
 fn standalone_sandbox_agent_serves_the_simulated_machine_and_stops_on_sigterm() {
-    let mut agent = Agent::start();
+    let mut agent = start(&[]);
     let ready = agent.wait_ready();
     assert!(ready < Duration::from_secs(10), "took {ready:?}");
 
-    let r = agent.command("poll.get_hardware_info");
+    let r = agent.post("poll.get_hardware_info", serde_json::json!({}));
     assert_eq!(r["command_status"], "SUCCEEDED", "{r}");
     assert_eq!(r["command_name"], "get_hardware_info");
     if cfg!(feature = "hw-generic") {
@@ -129,7 +49,7 @@ fn standalone_sandbox_agent_serves_the_simulated_machine_and_stops_on_sigterm() 
     assert_eq!(std::fs::metadata(&disk).unwrap().len(), 8 << 30);
 
     // Power actions are recorded, never performed.
-    let r = agent.command("standby.power_off");
+    let r = agent.post("standby.power_off", serde_json::json!({}));
     assert_eq!(r["command_status"], "SUCCEEDED", "{r}");
     let power = std::fs::read_to_string(agent.sandbox().join("power.log")).unwrap();
     assert!(power.contains("power_off") || power.contains("poweroff"), "{power}");
@@ -155,6 +75,7 @@ fn standalone_sandbox_agent_serves_the_simulated_machine_and_stops_on_sigterm() 
 
 /// A server for one connection: it reads the request, answers 200 with a `Content-Length` of
 /// `length` and `body`, then holds the connection for `hold` (bounded by the test).
+#[cfg(feature = "hw-sim")]
 fn one_connection_server(length: usize, body: Vec<u8>, hold: Duration) -> u16 {
     use std::io::{Read, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -173,6 +94,7 @@ fn one_connection_server(length: usize, body: Vec<u8>, hold: Duration) -> u16 {
 }
 
 /// The headers and the first 64 KiB of a 64 MiB image, then a stall (at most 60 s).
+#[cfg(feature = "hw-sim")]
 fn stalling_image_server() -> u16 {
     one_connection_server(64 << 20, vec![0x5au8; 64 << 10], Duration::from_secs(60))
 }
@@ -182,7 +104,7 @@ fn stalling_image_server() -> u16 {
 fn sigterm_during_an_image_write_is_logged_and_exits_non_zero() {
     let machine =
         concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/machines/two-disk-server.toml");
-    let mut agent = Agent::start_with(&["--machine", machine]);
+    let mut agent = start(&["--machine", machine]);
     agent.wait_ready();
     let port = stalling_image_server();
     let info = serde_json::json!({"image_info": {
@@ -220,7 +142,7 @@ fn sigterm_during_an_image_write_is_logged_and_exits_non_zero() {
 
 #[test]
 fn sigterm_with_nothing_running_exits_zero() {
-    let mut agent = Agent::start();
+    let mut agent = start(&[]);
     agent.wait_ready();
     let status = agent.terminate();
     assert!(status.success(), "exit status {status}:\n{}", agent.log());
@@ -232,7 +154,7 @@ fn sigterm_with_nothing_running_exits_zero() {
 fn the_write_image_step_is_listed_by_the_image_pipeline_and_runs_through_deploy_steps() {
     let machine =
         concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/machines/two-disk-server.toml");
-    let mut agent = Agent::start_with(&["--machine", machine]);
+    let mut agent = start(&["--machine", machine]);
     agent.wait_ready();
     let steps = agent.post("deploy.get_deploy_steps", serde_json::json!({"node": {}, "ports": []}));
     let listed = &steps["command_result"]["deploy_steps"];
